@@ -1,0 +1,1 @@
+"""marconi.kernels"""

@@ -1,0 +1,5 @@
+import sys
+
+from marconi.cli import main
+
+sys.exit(main())

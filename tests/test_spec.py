@@ -1,0 +1,132 @@
+"""model.yaml / config.json loading: every example loads; every bad spec fails precisely."""
+
+import json
+import textwrap
+
+import pytest
+
+from conftest import EXAMPLES
+from marconi.errors import SpecError
+from marconi.layers import LayerKind
+from marconi.spec import HFConfig, ModelSpec, load_model, parse_spec
+from marconi.units import DType
+
+GOOD = textwrap.dedent("""\
+    name: tiny
+    d_model: 64
+    blocks:
+      M: {kind: mamba2, d_state: 16, head_dim: 16}
+      A: {kind: attention, n_heads: 4, n_kv_heads: 2}
+      F: {kind: mlp, d_ff: 128}
+    pattern: "MFAF"
+    """)
+
+
+def write(tmp_path, text, name="model.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_loads(path):
+    spec = load_model(path)
+    assert isinstance(spec, ModelSpec)
+    assert spec.layers and spec.source, "every example names its public source"
+    assert any(layer.kind.is_recurrent for layer in spec.layers)
+
+
+def test_marconi_7b_counts():
+    spec = load_model(EXAMPLES / "marconi-7b-hybrid.yaml")
+    assert (spec.count(LayerKind.ATTENTION), spec.count(LayerKind.MAMBA2),
+            spec.count(LayerKind.MLP)) == (4, 24, 28)
+    assert spec.d_model == 4096 and spec.layers[0].params.d_state == 128
+
+
+def test_good_spec_derives_fields(tmp_path):
+    spec = load_model(write(tmp_path, GOOD))
+    mamba, attn = spec.layers[0].params, spec.layers[2].params
+    assert mamba.n_heads == 2 * 64 // 16 and mamba.d_inner == 128
+    assert attn.head_dim == 16 and attn.n_kv_heads == 2
+    assert spec.dtype is DType.BFLOAT16 and spec.state_dtype is DType.FLOAT32
+    assert spec.conv_dtype is DType.BFLOAT16
+
+
+def test_explicit_layer_list_and_repeat(tmp_path):
+    text = GOOD.replace('pattern: "MFAF"', 'layers: [M, {kind: mlp, d_ff: 32}]\nrepeat: 3')
+    spec = load_model(write(tmp_path, text))
+    assert [l.kind for l in spec.layers] == [LayerKind.MAMBA2, LayerKind.MLP] * 3
+    assert [l.index for l in spec.layers] == list(range(6))
+
+
+@pytest.mark.parametrize("mutate, where, what", [
+    pytest.param(lambda t: t.replace('pattern: "MFAF"', "layers: [M, F, {kind: mamba3}]"),
+                 "model.yaml: layers[2].kind", "unknown 'mamba3'; expected one of attention",
+                 id="unknown-kind"),
+    pytest.param(lambda t: t.replace("d_ff: 128", "d_ff: -5"),
+                 "model.yaml: blocks.F.d_ff", "must be positive, got -5", id="negative-dim"),
+    pytest.param(lambda t: t.replace("d_model: 64\n", ""),
+                 "model.yaml: d_model", "missing required field", id="missing-top-field"),
+    pytest.param(lambda t: t.replace("d_state: 16, ", ""),
+                 "model.yaml: blocks.M.d_state", "missing required field", id="missing-field"),
+    pytest.param(lambda t: t.replace("d_model: 64", "d_model: big"),
+                 "model.yaml: d_model", "expected an integer, got 'big'", id="wrong-type"),
+    pytest.param(lambda t: t.replace("n_heads: 4,", "n_heads: 4.5,"),
+                 "model.yaml: blocks.A.n_heads", "expected an integer", id="float-for-int"),
+    pytest.param(lambda t: t.replace('"MFAF"', '"MFXF"'),
+                 "model.yaml: pattern[2]", "unknown block 'X'", id="unknown-block"),
+    pytest.param(lambda t: t.replace("d_ff: 128", "d_ff: 128, width: 3"),
+                 "model.yaml: blocks.F.width", "unknown field for kind mlp", id="unknown-field"),
+    pytest.param(lambda t: t + "dtype: float99\n",
+                 "model.yaml: dtype", "unknown dtype 'float99'", id="bad-dtype"),
+    pytest.param(lambda t: t + "layers: [M]\n",
+                 "model.yaml: layers", "exactly one of 'pattern'", id="pattern-and-layers"),
+    pytest.param(lambda t: t.replace("n_kv_heads: 2", "n_kv_heads: 3"),
+                 "model.yaml: blocks.A.n_kv_heads", "does not divide", id="gqa-mismatch"),
+    pytest.param(lambda t: t + "frobnicate: 1\n",
+                 "model.yaml: frobnicate", "unknown field", id="unknown-top-field"),
+])
+def test_bad_spec_names_field(tmp_path, mutate, where, what):
+    with pytest.raises(SpecError) as e:
+        load_model(write(tmp_path, mutate(GOOD)))
+    assert str(e.value).startswith(where + ": "), str(e.value)
+    assert what in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = write(tmp_path, "name: x\nd_model: [1, 2\nblocks: {}\n")
+    with pytest.raises(SpecError, match=r"model\.yaml:\d+: YAML syntax error"):
+        load_model(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_model(tmp_path / "nope.yaml")
+
+
+def test_top_level_not_mapping():
+    with pytest.raises(SpecError, match="expected a mapping at the top level"):
+        parse_spec([1, 2])
+
+
+def test_hf_config_and_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "jamba", "hidden_size": 8}))
+    for arg in (tmp_path, tmp_path / "config.json"):
+        src = load_model(arg)
+        assert isinstance(src, HFConfig) and src.model_type == "jamba"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "invalid JSON"), ('{"hidden_size": 3}', "model_type"),
+], ids=["syntax", "no-model-type"])
+def test_bad_hf_config(tmp_path, text, match):
+    with pytest.raises(SpecError, match=match):
+        load_model(write(tmp_path, text, "config.json"))
+
+
+def test_fingerprint_tracks_content(tmp_path):
+    a = load_model(write(tmp_path, GOOD))
+    b = load_model(write(tmp_path, GOOD.replace("d_ff: 128", "d_ff: 256"), "b.yaml"))
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == load_model(tmp_path / "model.yaml").fingerprint()
