@@ -65,6 +65,30 @@ class LayerCost:
         held = tokens if self.window is None else min(tokens, self.window)
         return self.kv_bytes_per_token * held
 
+    def prefill_flops(self, n: float, p: float = 0) -> float:
+        """FLOPs of this layer for n new tokens after p cached ones.
+
+        Without a window this is `flops(n, p)`. With one, `window` is the number of KV
+        tokens held and each query sees at most `window + 1` keys (itself included): the
+        score entries Σ_{i=1..n} (p + i) = n·p + n(n+1)/2 of the fitted polynomial (whose
+        quadratic part is c_np·(n·p + n²/2)) are replaced by Σ_{i=1..n} min(window+1, p+i).
+        """
+        full = self.flops(n, p)
+        if not self.window or not self.flops.c_np:
+            return full
+        per_entry = self.flops.c_np
+        return full - per_entry * causal_entries(n, p, None) \
+            + per_entry * causal_entries(n, p, self.window + 1)
+
+
+def causal_entries(n: float, p: float, span: int | None) -> float:
+    """Σ_{i=1..n} min(span, p + i): attention score entries of n queries after p cached
+    tokens when each query sees at most `span` keys (None: unbounded)."""
+    if span is None or p + n <= span:
+        return n * p + n * (n + 1) / 2
+    m = max(0.0, min(n, span - p))          # queries still inside the span
+    return m * p + m * (m + 1) / 2 + (n - m) * span
+
 
 @dataclasses.dataclass(frozen=True)
 class CostModel:
@@ -89,6 +113,11 @@ class CostModel:
         for layer in self.layers:
             total = total + layer.flops
         object.__setattr__(self, "_total_flops", total)
+        unwindowed = FlopPoly()
+        for layer in self.layers:
+            if not layer.window:
+                unwindowed = unwindowed + layer.flops
+        object.__setattr__(self, "_unwindowed_flops", unwindowed)
         object.__setattr__(self, "_kv_per_token", sum(l.kv_bytes_per_token for l in self.layers
                                                       if l.window is None))
         object.__setattr__(self, "_windowed", tuple(l for l in self.layers if l.window))
@@ -117,16 +146,19 @@ class CostModel:
     # ------------------------------------------------------------------ FLOPs
     @property
     def flops(self) -> FlopPoly:
-        """Total prefill FLOP polynomial (all layers, embedding/lm-head excluded)."""
+        """Total prefill FLOP polynomial (all layers, embedding/lm-head excluded).
+
+        Sliding-window layers enter it uncapped; `prefill_flops` applies their windows.
+        """
         return self._total_flops
 
     def prefill_flops(self, n: float, p: float = 0) -> float:
         """FLOPs to prefill `n` new tokens after `p` cached ones."""
-        return self._total_flops(n, p)
+        return self._unwindowed_flops(n, p) + sum(l.prefill_flops(n, p) for l in self._windowed)
 
     def saved_flops(self, p: float, n: float) -> float:
         """FLOPs a hit on a `p`-token prefix saves a request of `p + n` tokens."""
-        return self._total_flops(p + n, 0) - self._total_flops(n, p)
+        return self.prefill_flops(p + n, 0) - self.prefill_flops(n, p)
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
