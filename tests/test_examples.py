@@ -203,3 +203,49 @@ def test_falcon_h1_mamba_runs_parallel_to_attention():
         assert layer.parallel == (layer.kind is LayerKind.MAMBA2)
         if layer.parallel:
             assert spec.layers[layer.index - 1].kind is LayerKind.ATTENTION
+
+
+# ---------------------------------------------------------------- examples/hf: a real reference
+
+HF_EXAMPLES = sorted(p for p in (EXAMPLES.parent / "hf").iterdir() if p.is_dir())
+
+
+def _hf_cache_shapes(folder: Path):
+    """Run the real transformers model of a tiny config.json once and read its cache:
+    per recurrent layer (state elements, conv elements over d_conv − 1 taps), and per
+    attention layer the KV elements per token."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    import torch
+    raw = json.loads((folder / "config.json").read_text())
+    config = transformers.AutoConfig.for_model(**raw)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tokens = 12
+    with torch.no_grad():
+        cache = model(torch.randint(0, raw["vocab_size"], (1, tokens)), use_cache=True)
+    recurrent, kv = [], []
+    for layer in cache.past_key_values.layers:
+        states = getattr(layer, "recurrent_states", None) or {}
+        for i, state in states.items():                 # [1, ...]: one sequence
+            conv = layer.conv_states[i]                 # [1, channels, d_conv]
+            recurrent.append((state.numel(), conv.shape[1] * (conv.shape[2] - 1)))
+        keys = getattr(layer, "keys", None)
+        if keys is not None and keys.numel():           # [1, heads, tokens, dim]
+            assert keys.shape[2] == tokens
+            kv.append(keys.shape[1] * keys.shape[3] + layer.values.shape[1] * layer.values.shape[3])
+    return recurrent, kv
+
+
+@pytest.mark.parametrize("folder", HF_EXAMPLES, ids=lambda p: p.name)
+def test_hf_twin_matches_the_transformers_cache(folder: Path):
+    """Each examples/hf/<name>/model.yaml describes the same model as the config.json beside
+    it: the closed forms on the spec equal the cache tensors transformers allocates."""
+    hf = load_model(folder)
+    spec = load_model(folder / "model.yaml")
+    assert hf.model_type and spec.name == folder.name
+    recurrent, kv = _hf_cache_shapes(folder)
+    assert recurrent == [STATE_ELEMENTS[l.kind](l.params) for l in spec.layers
+                         if l.kind.is_recurrent]
+    assert kv == [KV_ELEMENTS[l.kind](l.params) for l in spec.layers if l.kind.has_kv]
