@@ -80,7 +80,9 @@ class _TritonPlaceholder:
 class _LanguagePlaceholder:
     """`tl.constexpr` and dtype names used in signatures; anything else fails on use."""
 
-    constexpr = "constexpr"
+    @staticmethod
+    def constexpr(value=None):
+        return value
 
     def __getattr__(self, name):
         raise ImportError(f"{INSTALL_HINT} (triton.language.{name})")
