@@ -38,7 +38,7 @@ from marconi.layers import PARAMS, LayerKind, LayerParams, kind_names
 from marconi.units import DType, parse_dtype
 
 _TOP_FIELDS = ("name", "source", "d_model", "vocab_size", "dtype", "state_dtype", "conv_dtype",
-               "chunk_size", "blocks", "pattern", "layers", "repeat", "tie_embeddings")
+               "chunk_size", "blocks", "pattern", "layers", "repeat")
 
 
 @dataclasses.dataclass(frozen=True)
