@@ -1,0 +1,106 @@
+"""The offline optimum of a workload: an upper bound and a rounded feasible schedule.
+
+`offline_bound` picks the bound by the size of the model (or as asked):
+
+- ``lp``: the LP relaxation of the exact ILP (`ilp.py`), for traces whose model is small;
+- ``lagrangian``: per-slot memory prices (`relaxation.py`), for long traces;
+- ``knapsack``: one uniform price (PFOO-L style), the fastest and loosest.
+
+and rounds the bound's own proposal into a feasible schedule (`rounding.py`), so
+``upper_bound ≥ optimum ≥ rounded`` always holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+
+from marconi.errors import PlanError
+from marconi.passes.cost_model import CostModel
+from marconi.planner import ilp as ilp_mod
+from marconi.planner.candidates import OfflineProblem, build_problem, check_convex_savings
+from marconi.planner.relaxation import (_usage, knapsack_bound, lagrangian_bound,
+                                        lagrangian_value, option_costs)
+from marconi.planner.rounding import round_schedule
+from marconi.planner.schedule import MISS, OfflineResult
+from marconi.runtime.workload import Workload
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "lp", "lagrangian", "knapsack")
+LP_MAX_ENTRIES = 60_000          # y + w + precedence rows above which `auto` leaves the LP
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundReport:
+    """What `marconi-plan bound` prints."""
+
+    capacity_bytes: int
+    upper: OfflineResult           # is_upper_bound
+    rounded: OfflineResult         # a feasible schedule
+    method: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"capacity_bytes": self.capacity_bytes,
+                "lp_upper_bound_flop_savings": self.upper.flop_savings,
+                "rounded_flop_savings": self.rounded.flop_savings,
+                "method": self.method, "seconds": self.seconds}
+
+
+def choose_method(problem: OfflineProblem) -> str:
+    size = ilp_mod.model_size(problem)
+    entries = size["y"] + size["w"] + size["precedence_rows"]
+    return "lp" if entries <= LP_MAX_ENTRIES else "lagrangian"
+
+
+def offline_bound(workload: Workload, cost: CostModel, capacity_bytes: int,
+                  method: str = "auto", problem: OfflineProblem | None = None,
+                  time_limit: float = 300.0) -> BoundReport:
+    """Upper bound on FLOP savings of any cache of `capacity_bytes`, and a rounded schedule."""
+    if method not in METHODS:
+        raise PlanError("--method", f"unknown {method!r}; expected one of {', '.join(METHODS)}")
+    if not check_convex_savings(cost):
+        raise PlanError(cost.model, "flops: a hit's saving is not convex in its depth "
+                        "(c_np < c_nn + c_pp), so key positions do not bound every position; "
+                        "expected causal-attention FLOPs")
+    t0 = time.perf_counter()
+    problem = problem or build_problem(workload, cost, capacity_bytes)
+    method = choose_method(problem) if method == "auto" else method
+    log.info("offline bound of %s: %d requests, %d keys, %d options, method %s",
+             problem.name, problem.n_requests, problem.tree.n_keys, problem.n_options, method)
+    u = _usage(problem)
+    density = problem.opt_saved_flops / np.maximum(
+        option_costs(problem, np.ones(problem.n_requests), u), 1.0)
+    if method == "lp":
+        upper = ilp_mod.solve_ilp(problem, relax=True, time_limit=time_limit)
+        y = dict(upper.details)["y"]
+        proposed = _argmax_per_request(problem, y)
+        rounded = round_schedule(problem, proposed, y + 1e-9 * density / max(density.max(), 1))
+        upper = dataclasses.replace(upper, details=tuple(
+            (k, v) for k, v in upper.details if k != "y"))
+    else:
+        if method == "knapsack":
+            upper, mu = knapsack_bound(problem)
+            _, proposed = lagrangian_value(problem, np.full(problem.n_requests, mu), u)
+        else:
+            upper, proposed = lagrangian_bound(problem)
+        rounded = round_schedule(problem, proposed, density)
+    assert rounded.saved_flops <= upper.saved_flops * (1 + 1e-6) + 1e-9, \
+        f"rounded {rounded.saved_flops} above bound {upper.saved_flops}"
+    return BoundReport(capacity_bytes=int(capacity_bytes), upper=upper, rounded=rounded,
+                       method=method, seconds=time.perf_counter() - t0)
+
+
+def _argmax_per_request(problem: OfflineProblem, y: np.ndarray) -> np.ndarray:
+    proposed = np.full(problem.n_requests, MISS, dtype=np.int64)
+    for r in range(problem.n_requests):
+        opts = problem.options(r)
+        if len(opts):
+            o = max(opts, key=lambda o: (y[o], o))
+            if y[o] > 1e-6:
+                proposed[r] = o
+    return proposed
