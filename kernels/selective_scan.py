@@ -79,6 +79,7 @@ def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_d):
     assert dt.shape == x.shape and A.shape == (D, N) and A.is_contiguous(), (dt.shape, A.shape)
     assert Bm.shape == Cm.shape == (b, t, N), (Bm.shape, Cm.shape)
     assert hT.shape == (b, D, N) and hT.is_contiguous()
+    assert y.shape == x.shape, (y.shape, x.shape)
     assert h0 is None or (h0.shape == hT.shape and h0.is_contiguous())
     assert t >= 1
     block_n = triton.next_power_of_2(N)
@@ -100,22 +101,25 @@ def selective_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: 
                         Cm: torch.Tensor, h0: torch.Tensor | None = None,
                         ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
                         ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                        block_d: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                        block_d: int = 32,
+                        out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba1 selective scan with checkpoint emission (Triton).
 
     x, dt [B, T, D] (dt after softplus); A [D, N] (negative); Bm, Cm [B, T, N];
     h0 [B, D, N] or None (zeros).
     ckpt_pos, ckpt_slot [B, K] int32 (see checkpoints.py); ckpt_pool [S, D, N] written in
     place at the listed slots (float, or int8 with ckpt_scale [S, D] float32).
-    Returns y [B, T, D] (x.dtype) and h_T [B, D, N] (h0.dtype, float32 without h0).
+    Returns y [B, T, D] (x.dtype) and h_T [B, D, N] (h0.dtype, float32 without h0);
+    `out` = (y, h_T) buffers to write instead of allocating.
     """
     b, t, D = x.shape
     N = A.shape[1]
     if t == 0:      # nothing to scan: the reference copies h0 and writes position-0 checkpoints
         return selective_scan_ckpt_ref(x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot, ckpt_pool,
                                        ckpt_scale)
-    y = torch.empty_like(x)
-    hT = torch.empty(b, D, N, device=x.device, dtype=h0.dtype if h0 is not None else torch.float32)
+    y, hT = out if out is not None else (
+        torch.empty_like(x),
+        torch.empty(b, D, N, device=x.device, dtype=h0.dtype if h0 is not None else torch.float32))
     pos = slot = None
     if ckpt_pool is not None:
         check_pool(ckpt_pool, ckpt_scale, (D, N), "selective_scan_ckpt")

@@ -112,11 +112,13 @@ def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_q, block_
     assert dt.shape == (b, t, H) and A.shape == (H,), (dt.shape, A.shape)
     assert Bm.shape == Cm.shape == (b, t, G, N) and H % G == 0, (Bm.shape, Cm.shape, H)
     assert hT.shape == (b, H, P, N) and hT.is_contiguous()
+    assert y.shape == x.shape, (y.shape, x.shape)
     assert h0 is None or (h0.shape == hT.shape and h0.is_contiguous())
     assert t >= 1
     block_n = max(16, triton.next_power_of_2(N))
-    block_p = min(max(16, triton.next_power_of_2(P)), block_p)
+    block_p = max(16, min(triton.next_power_of_2(P), block_p))       # tl.dot needs >= 16
     block_q = max(16, block_q)
+    assert block_q & (block_q - 1) == 0 and block_p & (block_p - 1) == 0, (block_q, block_p)
     has_ckpt = pool is not None
     K = pos.shape[1] if has_ckpt else 1
     grid = (b * H, triton.cdiv(P, block_p))
@@ -135,7 +137,8 @@ def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.
                   Cm: torch.Tensor, h0: torch.Tensor | None = None,
                   ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
                   ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                  block_q: int = 64, block_p: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                  block_q: int = 64, block_p: int = 32,
+                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba2 scan with checkpoint emission (Triton).
 
     x [B, T, H, P]; dt [B, T, H] (after softplus); A [H] (negative); Bm, Cm [B, T, G, N];
@@ -143,14 +146,16 @@ def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.
     ckpt_pos, ckpt_slot [B, K] int32 (see checkpoints.py); ckpt_pool [S, H, P, N] written in
     place at the listed slots (float, or int8 with ckpt_scale [S, H, P] float32).
     Returns y [B, T, H, P] (x.dtype) and h_T [B, H, P, N] (h0.dtype, float32 without h0).
-    `block_q` is the kernel's chunk length; it does not change the result.
+    `block_q` is the kernel's chunk length; it does not change the result. `out` = (y, h_T)
+    buffers to write instead of allocating.
     """
     b, t, H, P = x.shape
     N = Bm.shape[-1]
     if t == 0:      # nothing to scan: the reference copies h0 and writes position-0 checkpoints
         return ssd_scan_ckpt_ref(x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot, ckpt_pool, ckpt_scale)
-    y = torch.empty_like(x)
-    hT = torch.empty(b, H, P, N, device=x.device, dtype=h0.dtype if h0 is not None else torch.float32)
+    y, hT = out if out is not None else (
+        torch.empty_like(x),
+        torch.empty(b, H, P, N, device=x.device, dtype=h0.dtype if h0 is not None else torch.float32))
     h0 = h0.contiguous() if h0 is not None else None
     pos = slot = None
     if ckpt_pool is not None:
