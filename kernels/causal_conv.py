@@ -158,4 +158,5 @@ def causal_conv1d_ckpt_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
         cols = pos[:, None] + torch.arange(W - 1, device=x.device)         # [E, W-1]
         taken = u[bi[:, None], :, cols].transpose(1, 2)                      # [E, C, W-1]
         store_states_ref(ckpt_pool, None, slots, taken)
-    return y.transpose(1, 2).to(x.dtype), u[:, :, T:].to(state.dtype)
+    return (y.transpose(1, 2).to(x.dtype).contiguous(),
+            u[:, :, T:].to(state.dtype).contiguous())

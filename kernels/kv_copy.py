@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from marconi.kernels._triton import tl, triton
+from marconi.kernels._triton import tl, triton, use_triton
 
 
 @triton.jit
@@ -174,3 +174,17 @@ def kv_scatter_ref(plan, block_table, cu_seqlens, max_len: int, start=None) -> N
     rows, blk, off = token_locations(block_table, cu_seqlens, pairs[0][0].shape[1], start)
     for cache, work in pairs:
         cache[blk, off] = work[rows]
+
+
+def gather_kv(plan, block_table, cu_seqlens, max_len: int, start=None) -> None:
+    """`kv_gather` on CUDA (or under the Triton interpreter), `kv_gather_ref` otherwise."""
+    pairs = plan.pairs if isinstance(plan, KVCopyPlan) else tuple(plan)
+    fn = kv_gather if use_triton(pairs[0][0], block_table, cu_seqlens) else kv_gather_ref
+    fn(plan, block_table, cu_seqlens, max_len, start)
+
+
+def scatter_kv(plan, block_table, cu_seqlens, max_len: int, start=None) -> None:
+    """`kv_scatter` on CUDA (or under the Triton interpreter), `kv_scatter_ref` otherwise."""
+    pairs = plan.pairs if isinstance(plan, KVCopyPlan) else tuple(plan)
+    fn = kv_scatter if use_triton(pairs[0][0], block_table, cu_seqlens) else kv_scatter_ref
+    fn(plan, block_table, cu_seqlens, max_len, start)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from marconi.kernels._triton import tl, triton
+from marconi.kernels._triton import tl, triton, use_triton
 
 _TABLE_COLS = 5  # src_ptr, dst_ptr, src_slot_stride, dst_slot_stride, row_len (stride/len in words)
 
@@ -141,7 +141,6 @@ def pool_copy_ref(plan: PoolCopyPlan | Sequence[tuple[torch.Tensor, torch.Tensor
 def copy_states(plan: PoolCopyPlan | Sequence[tuple[torch.Tensor, torch.Tensor]],
                 src_idx: torch.Tensor, dst_idx: torch.Tensor) -> None:
     """`pool_copy` on CUDA (or under the Triton interpreter), `pool_copy_ref` otherwise."""
-    from marconi.kernels._triton import use_triton
     pairs = plan.pairs if isinstance(plan, PoolCopyPlan) else tuple(plan)
     if use_triton(pairs[0][0], src_idx, dst_idx):
         pool_copy(plan, src_idx, dst_idx)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from marconi.kernels._triton import tl, triton
+from marconi.kernels._triton import tl, triton, use_triton
 
 QMAX = 127.0
 
@@ -91,13 +91,12 @@ def _check(states: torch.Tensor, q_pool: torch.Tensor, scale_pool: torch.Tensor)
     return q_pool[0].numel() // n, n
 
 
-def _launch(kernel, a, b, c, d, e, C: int, N: int, strides, block_c: int) -> None:
-    m = b.numel()
+def _launch(kernel, m: int, args, C: int, N: int, strides, block_c: int) -> None:
     if m == 0:
         return
     block_n = triton.next_power_of_2(N)
     grid = (m, triton.cdiv(C, block_c))
-    kernel[grid](a, b, c, d, e, C, N, *strides, BLOCK_C=block_c, BLOCK_N=block_n)
+    kernel[grid](*args, C, N, *strides, BLOCK_C=block_c, BLOCK_N=block_n)
 
 
 def quantize_states(states: torch.Tensor, src_idx: torch.Tensor, q_pool: torch.Tensor,
@@ -108,8 +107,9 @@ def quantize_states(states: torch.Tensor, src_idx: torch.Tensor, q_pool: torch.T
     src_idx, dst_idx [M] int32/int64, negative = skip.
     """
     C, N = _check(states, q_pool, scale_pool)
-    _launch(_quantize_rows_kernel, states, src_idx.contiguous(), q_pool, scale_pool,
-            dst_idx.contiguous(), C, N, (states.stride(0), q_pool.stride(0), scale_pool.stride(0)),
+    assert src_idx.shape == dst_idx.shape and src_idx.dim() == 1, (src_idx.shape, dst_idx.shape)
+    _launch(_quantize_rows_kernel, src_idx.numel(),
+            (states, src_idx.contiguous(), q_pool, scale_pool, dst_idx.contiguous()), C, N, (states.stride(0), q_pool.stride(0), scale_pool.stride(0)),
             block_c)
 
 
@@ -117,8 +117,9 @@ def dequantize_states(q_pool: torch.Tensor, scale_pool: torch.Tensor, src_idx: t
                       states: torch.Tensor, dst_idx: torch.Tensor, block_c: int = 32) -> None:
     """Restore int8 slot `src_idx[i]` into `states[dst_idx[i]]` (Triton). Shapes as `quantize_states`."""
     C, N = _check(states, q_pool, scale_pool)
-    _launch(_dequantize_rows_kernel, q_pool, scale_pool, src_idx.contiguous(), states,
-            dst_idx.contiguous(), C, N, (q_pool.stride(0), scale_pool.stride(0), states.stride(0)),
+    assert src_idx.shape == dst_idx.shape and src_idx.dim() == 1, (src_idx.shape, dst_idx.shape)
+    _launch(_dequantize_rows_kernel, src_idx.numel(),
+            (q_pool, scale_pool, src_idx.contiguous(), states, dst_idx.contiguous()), C, N, (q_pool.stride(0), scale_pool.stride(0), states.stride(0)),
             block_c)
 
 
@@ -154,3 +155,15 @@ def dequantize_states_ref(q_pool, scale_pool, src_idx, states, dst_idx) -> None:
     _check(states, q_pool, scale_pool)
     s, d = _valid(src_idx, dst_idx)
     states[d] = dequantize_ref(q_pool[s], scale_pool[s]).to(states.dtype)
+
+
+def save_int8(states, src_idx, q_pool, scale_pool, dst_idx) -> None:
+    """`quantize_states` on CUDA (or under the Triton interpreter), its reference otherwise."""
+    fn = quantize_states if use_triton(states, src_idx, q_pool) else quantize_states_ref
+    fn(states, src_idx, q_pool, scale_pool, dst_idx)
+
+
+def restore_int8(q_pool, scale_pool, src_idx, states, dst_idx) -> None:
+    """`dequantize_states` on CUDA (or under the Triton interpreter), its reference otherwise."""
+    fn = dequantize_states if use_triton(states, src_idx, q_pool) else dequantize_states_ref
+    fn(q_pool, scale_pool, src_idx, states, dst_idx)

@@ -143,7 +143,7 @@ def selective_scan_ckpt_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, 
     b, T, D = x.shape
     N = A.shape[1]
     xf, dtf, a = x.float(), dt.float(), A.float()
-    state = h0.float() if h0 is not None else x.new_zeros(b, D, N, dtype=torch.float32)
+    state = h0.float().clone() if h0 is not None else x.new_zeros(b, D, N, dtype=torch.float32)
     entries = []
     if ckpt_pool is not None:
         check_pool(ckpt_pool, ckpt_scale, (D, N), "selective_scan_ckpt_ref")

@@ -177,7 +177,7 @@ def ssd_scan_ckpt_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: to
     xf, dtf, a = x.float(), dt.float(), A.float()
     Bh = Bm.float().repeat_interleave(rep, dim=2)                           # [B, T, H, N]
     Ch = Cm.float().repeat_interleave(rep, dim=2)
-    state = h0.float() if h0 is not None else x.new_zeros(b, H, P, N, dtype=torch.float32)
+    state = h0.float().clone() if h0 is not None else x.new_zeros(b, H, P, N, dtype=torch.float32)
     entries = []
     if ckpt_pool is not None:
         check_pool(ckpt_pool, ckpt_scale, (H, P, N), "ssd_scan_ckpt_ref")
