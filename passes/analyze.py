@@ -1,15 +1,19 @@
 """`build_cost_model`: from a ModelSpec or HFConfig to a CostModel, without memory.
 
-Steps for a `model.yaml` spec:
+For a `model.yaml` spec (the graph route):
 
-1. build the reference model (`passes.reference_model`) under `FakeTensorMode`;
-2. sizes: run fake prefills of a few lengths and read the bytes of the cache tensors the
-   model returns (`passes.state_size`);
-3. FLOPs: count a prefill of n tokens after a p-token cache at the points of
-   `passes.fit` with `FlopCounterMode`, per layer, and solve for the exact polynomial.
+1. build each distinct layer of the reference model (`passes.reference_model`) on the
+   meta device and trace it with `torch.export`, token and cache lengths dynamic
+   (`passes.trace`); identical layers share one trace;
+2. run the graph passes (`passes.graph_passes`): classify the layer from its ops, read
+   cache sizes off the symbolic shapes of its cache inputs, count FLOPs node by node at
+   sample (n, p) points and solve for the exact polynomial (`passes.fit`).
 
-Hugging Face configs go through `passes.hf`, which builds the transformers model on the
-meta device and feeds the same two measurements.
+`ReferenceRunner` is the slow, obviously-correct route beside it: fake prefills of the
+whole model, the bytes of the cache tensors it returns and `FlopCounterMode` per module.
+The tests check that both routes agree exactly.
+
+Hugging Face configs go through `passes.hf`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from marconi.errors import SpecError, UnsupportedModelError
 from marconi.layers import LayerKind
 from marconi.passes.cost_model import CostModel, LayerCost
 from marconi.passes.fit import FitError, fit_many
-from marconi.passes.layout import get_layout
+from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer
+from marconi.passes.layout import Layout, get_layout
 from marconi.passes.ops import register_cpu_sdpa_formula
-from marconi.passes.reference_model import HybridCache, HybridLM, build_fake, spec_dtypes
+from marconi.passes.reference_model import (LAYERS, HybridCache, HybridLM, build_fake,
+                                            spec_dtypes)
+from marconi.passes.ref_common import CacheDtypes
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
-from marconi.spec import HFConfig, ModelSpec
+from marconi.passes.trace import trace_layer
+from marconi.spec import HFConfig, LayerSpec, ModelSpec
 from marconi.units import DType
 
 log = logging.getLogger(__name__)
@@ -48,15 +56,63 @@ def build_cost_model(source: ModelSpec | HFConfig, dtype: DType | None = None,
         raise SpecError("model", f"expected a ModelSpec or HFConfig, got "
                         f"{type(source).__name__}")
     spec = source.with_dtypes(dtype, state_dtype)
+    lay = get_layout(layout)
+    where = spec.path or spec.name
+    analyses = analyze_spec_layers(spec, where)
+    layers = tuple(_layer_cost(ls, analyses[(ls.kind, ls.params)], lay)
+                   for ls in spec.layers)
+    return CostModel(model=spec.name, dtype=spec.dtype.value,
+                     state_dtype=spec.state_dtype.value, layers=layers,
+                     conv_dtype=spec.conv_dtype.value, layout=layout,
+                     source_fingerprint=spec.fingerprint())
+
+
+def analyze_spec_layers(spec: ModelSpec, where: str) -> dict[tuple, LayerAnalysis]:
+    """Trace and analyse each distinct (kind, params) layer of `spec` once."""
+    dtypes = spec_dtypes(spec)
+    out: dict[tuple, LayerAnalysis] = {}
+    for ls in spec.layers:
+        key = (ls.kind, ls.params)
+        if key in out:
+            continue
+        layer_where = f"{where}: layers[{ls.index}] ({ls.kind.value})"
+        layer = build_meta_layer(ls, spec.d_model, dtypes)
+        traced = trace_layer(layer, spec.d_model, dtypes.compute, layer_where)
+        analysis = analyze_layer(traced, layer_where)
+        if analysis.classification.kind is not ls.kind:
+            raise UnsupportedModelError(layer_where, f"the traced graph classifies as "
+                                        f"{analysis.classification.kind.value}")
+        out[key] = analysis
+        log.debug("%s: %s", layer_where, analysis)
+    return out
+
+
+def build_meta_layer(ls: LayerSpec, d_model: int, dtypes: CacheDtypes) -> torch.nn.Module:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtypes.compute)
+    try:
+        with torch.device("meta"):
+            return LAYERS[ls.kind](d_model, ls.params, dtypes)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def reference_cost_model(spec: ModelSpec, layout: str = "model") -> CostModel:
+    """The same CostModel by the slow route: whole-model fake prefills (`ReferenceRunner`)."""
+    register_cpu_sdpa_formula()
     runner = ReferenceRunner(spec)
     where = spec.path or spec.name
     sizes = measure_sizes(runner.cache_tensors, get_layout(layout), where)
     flops = fit_layer_flops(runner.layer_flops, where)
-    layers = tuple(_layer_cost(i, ls.kind, ls.params, sizes.get(i, LayerSizes()),
-                               flops.get(runner.layer_name(i)))
-                   for i, ls in enumerate(spec.layers))
+    layers = []
+    for ls in spec.layers:
+        size = sizes.get(ls.index, LayerSizes())
+        label = "sliding_attention" if ls.kind is LayerKind.ATTENTION and size.window \
+            else ls.kind.value
+        layers.append(layer_cost(ls.index, ls.kind, label, runner.layer_name(ls.index), size,
+                                 flops[runner.layer_name(ls.index)]))
     return CostModel(model=spec.name, dtype=spec.dtype.value,
-                     state_dtype=spec.state_dtype.value, layers=layers,
+                     state_dtype=spec.state_dtype.value, layers=tuple(layers),
                      conv_dtype=spec.conv_dtype.value, layout=layout,
                      source_fingerprint=spec.fingerprint())
 
@@ -108,16 +164,20 @@ class ReferenceRunner:
         return out
 
 
-def _layer_cost(index: int, kind: LayerKind, params, sizes: LayerSizes, flops) -> LayerCost:
-    label = kind.value
-    if kind is LayerKind.ATTENTION and sizes.window:
-        label = "sliding_attention"
+def _layer_cost(ls: LayerSpec, analysis: LayerAnalysis, layout: Layout) -> LayerCost:
+    sizes = analysis.sizes(layout)
+    return layer_cost(ls.index, analysis.classification.kind, analysis.classification.label,
+                      f"layers.{ls.index}.mixer", sizes, analysis.flops)
+
+
+def layer_cost(index: int, kind: LayerKind, label: str, name: str, sizes: LayerSizes,
+               flops) -> LayerCost:
     if sizes.window and flops.c_np != 2 * flops.c_nn:
         # LayerCost.prefill_flops caps score entries; that needs the quadratic part to be
         # exactly c·(n·p + n²/2), i.e. to come from causal score entries alone
         raise UnsupportedModelError(f"layers[{index}]", "sliding-window layer whose quadratic "
                                     "FLOPs are not causal score entries; expected c_np = 2·c_nn")
-    return LayerCost(index=index, kind=kind, name=f"layers.{index}.mixer",
+    return LayerCost(index=index, kind=kind, name=name,
                      kv_bytes_per_token=sizes.kv_bytes_per_token,
                      recurrent_state_bytes=sizes.recurrent_state_bytes,
                      conv_state_bytes=sizes.conv_state_bytes, window=sizes.window,

@@ -13,9 +13,11 @@ from typing import Callable, Sequence
 
 from marconi.passes.cost_model import FlopPoly
 
-# (n, p) samples: all with p + n ≤ 4 so that sliding windows of ≥ 5 tokens do not cap them.
-FIT_POINTS: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (1, 2))
-CHECK_POINTS: tuple[tuple[int, int], ...] = ((4, 0), (2, 2), (1, 3))
+# (n, p) samples: a triangle of the grid (unisolvent for degree 2), n, p ≥ 2 because the
+# traced graph's dynamic dims start at 2, and p + n ≤ 7 so that sliding windows of ≥ 7
+# tokens do not cap them.
+FIT_POINTS: tuple[tuple[int, int], ...] = ((2, 2), (3, 2), (4, 2), (2, 3), (3, 3), (2, 4))
+CHECK_POINTS: tuple[tuple[int, int], ...] = ((5, 2), (3, 4), (2, 5))
 
 MONOMIALS = ("c_n", "c_nn", "c_np", "c_p", "c_pp", "c_1")
 
