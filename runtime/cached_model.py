@@ -1,0 +1,349 @@
+"""`marconi.wrap(model, …)`: prefix caching on a real PyTorch hybrid model.
+
+    cached = marconi.wrap(model, capacity="2GiB")             # or plan="runtime.yaml"
+    out = cached.generate(input_ids, max_new_tokens=32)       # greedy
+    cached.stats()                                            # hits, tokens reused, bytes held
+
+Per request (`CachedModel._serve`):
+
+1. **Match** the input in the `TensorPrefixCache` (the simulator's `PrefixCache` with pool
+   slots): the hit is the deepest checkpoint on the input's path. The match covers the
+   first L − 1 input ids, because the wrapper must return the logits of the last input
+   position and a checkpoint *at* L cannot give them (engines cap the same way,
+   background/engines.md §7.5); a checkpoint at L still serves every longer request.
+2. **Restore** (copy-on-write): the KV of the hit path and the checkpoint's states are
+   copied from the pools into a fresh working cache of the model's own class.
+3. **Run** only the remaining tokens, split at the positions the policy will checkpoint
+   (asked before the run from the input alone), snapshotting the states there. A family
+   whose multi-token forward ignores a restored state (`continues_prefill` False, HF
+   Jamba) runs one token at a time after a hit, and recomputes from token 0 to reach a
+   checkpoint on a miss. What the splits cost is counted in `WrapStats`.
+4. **Generate** greedily on the same working cache.
+5. **Admit**: the policy chooses what to cache of input + fed output (every generated
+   token but the last has been fed); the cache inserts it (evicting as needed) and the new
+   nodes get pool slots filled from the working cache.
+
+Outputs equal the unwrapped model's (tests/test_wrap_exact.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from marconi.errors import UserError
+from marconi.passes.cost_model import CostModel
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.model_adapters import ModelAdapter
+from marconi.runtime.pools import KVPool, StatePool
+from marconi.runtime.prefix_cache import TraceClock
+from marconi.runtime.seq import Seq
+from marconi.runtime.tensor_cache import TensorPrefixCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefillOutput:
+    logits: Tensor          # [L − start, V] float32: logits of input positions start … L−1
+    start: int              # input tokens restored from the cache (not recomputed)
+    input_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateOutput:
+    tokens: tuple[int, ...]     # generated ids
+    logits: Tensor              # [new tokens, V]: the logits each token was chosen from
+    prefill: PrefillOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class WrapStats:
+    """What the cache did so far. Tokens are counted per request; bytes are held now."""
+
+    requests: int
+    hit_requests: int                # requests that restored a checkpoint
+    input_tokens: int
+    reused_tokens: int               # input tokens restored instead of recomputed
+    token_hit_rate: float            # reused / input
+    prefill_tokens: int              # input tokens run through the model
+    decode_tokens: int               # generated tokens fed back
+    flop_savings: float              # Σ cost.saved_flops(h, L − h) / Σ cost.prefill_flops(L)
+    forward_calls: int               # model forwards, prefill and decode
+    split_forwards: int              # extra prefill forwards caused by checkpoint splits
+    single_token_steps: int          # prefill tokens fed one by one (continues_prefill False)
+    recomputed_tokens: int           # tokens prefilled again to reach a checkpoint
+    split_extra_flops: float         # cost-model FLOPs the splits and recomputes added
+    checkpoints_admitted: int
+    checkpoints_evicted: int
+    checkpoints_skipped: int         # asked by the policy at a position with no state at hand
+    evictions: int
+    rejected_inserts: int
+    cached_tokens: int               # KV tokens held
+    checkpoints_held: int
+    kv_bytes_held: int
+    state_bytes_held: int
+    bytes_held: int
+    capacity_bytes: int
+    peak_occupancy: float
+    kv_pool_tokens: int              # pool sizes
+    state_pool_slots: int
+    policy: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Counters:
+    __slots__ = ("requests", "hit_requests", "input_tokens", "reused_tokens", "prefill_tokens",
+                 "decode_tokens", "saved_flops", "prefill_flops", "forward_calls",
+                 "split_forwards", "single_token_steps", "recomputed_tokens",
+                 "split_extra_flops", "checkpoints_skipped")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class CachedModel:
+    """A model behind a prefix cache. Build it with `marconi.wrap`."""
+
+    def __init__(self, adapter: ModelAdapter, cost: CostModel, policy, capacity: Capacity,
+                 poison_freed: bool = False):
+        self.adapter = adapter
+        self.cost = cost
+        self.policy = policy
+        self.capacity = capacity
+        layout = adapter.layout()
+        _check_sizes(cost, layout)
+        if policy.stride() is not None:
+            raise UserError("policy", f"{policy.name!r} keeps a state every "
+                            f"{policy.stride()} ids inside edges, which the wrapper does not "
+                            "store; expected a policy without dense checkpoints")
+        kpt, sb = layout.kv_bytes_per_token, layout.state_bytes
+        kv_tokens = int(capacity.kv_limit // kpt) if kpt else 0
+        state_slots = int(capacity.state_limit // sb) if sb else 0
+        device = adapter.device
+        self.kv_pool = KVPool(layout.kv, kv_tokens, device, poison=poison_freed)
+        self.state_pool = StatePool(layout.states, state_slots, device, poison=poison_freed)
+        self.clock = TraceClock()
+        self.cache = TensorPrefixCache(self.kv_pool, self.state_pool, capacity,
+                                       policy.make_index(), self.clock)
+        self._n = _Counters()
+
+    # ------------------------------------------------------------------ public API
+    def prefill(self, input_ids) -> PrefillOutput:
+        """Prefill one sequence (ids [L], [1, L] or a list), reusing and feeding the cache."""
+        return self._serve(_as_ids(input_ids), 0)[0]
+
+    def generate(self, input_ids, max_new_tokens: int = 16) -> GenerateOutput:
+        """Greedy generation of `max_new_tokens` after `input_ids`."""
+        if max_new_tokens < 1:
+            raise UserError("max_new_tokens", f"{max_new_tokens}; expected ≥ 1")
+        prefill, tokens, logits = self._serve(_as_ids(input_ids), max_new_tokens)
+        return GenerateOutput(tuple(tokens), logits, prefill)
+
+    def prefill_batch(self, batch: Sequence) -> list[PrefillOutput]:
+        """`prefill` of each sequence in order; later ones may hit what earlier ones cached."""
+        return [self.prefill(ids) for ids in batch]
+
+    def generate_batch(self, batch: Sequence, max_new_tokens: int = 16) -> list[GenerateOutput]:
+        """`generate` of each sequence in order."""
+        return [self.generate(ids, max_new_tokens) for ids in batch]
+
+    def stats(self) -> WrapStats:
+        n, c = self._n, self.cache
+        return WrapStats(
+            requests=n.requests, hit_requests=n.hit_requests, input_tokens=n.input_tokens,
+            reused_tokens=n.reused_tokens,
+            token_hit_rate=n.reused_tokens / n.input_tokens if n.input_tokens else 0.0,
+            prefill_tokens=n.prefill_tokens, decode_tokens=n.decode_tokens,
+            flop_savings=n.saved_flops / n.prefill_flops if n.prefill_flops else 0.0,
+            forward_calls=n.forward_calls, split_forwards=n.split_forwards,
+            single_token_steps=n.single_token_steps, recomputed_tokens=n.recomputed_tokens,
+            split_extra_flops=float(n.split_extra_flops),
+            checkpoints_admitted=c.checkpoints_admitted,
+            checkpoints_evicted=c.checkpoints_evicted,
+            checkpoints_skipped=n.checkpoints_skipped, evictions=c.evictions,
+            rejected_inserts=c.rejected, cached_tokens=self.kv_pool.slots.used,
+            checkpoints_held=self.state_pool.slots.used, kv_bytes_held=c.kv_used,
+            state_bytes_held=c.state_used, bytes_held=c.used_bytes,
+            capacity_bytes=self.capacity.total_bytes, peak_occupancy=c.peak_occupancy,
+            kv_pool_tokens=self.kv_pool.tokens, state_pool_slots=self.state_pool.n_slots,
+            policy=self.policy.name)
+
+    # ------------------------------------------------------------------ one request
+    @torch.no_grad()
+    def _serve(self, ids: list[int], max_new: int) -> tuple[PrefillOutput, list[int], Tensor]:
+        L = len(ids)
+        if L == 0:
+            raise UserError("input_ids", "empty; expected at least one token")
+        n, cache, policy = self._n, self.cache, self.policy
+        self.clock.now += 1.0                    # logical time: one tick per request
+        seq_in = Seq(tuple(ids), L, L, L, 1)
+        m = cache.match(seq_in, L - 1)
+        h = m.hit_depth
+        if h:
+            work = self._restore(m.hit_node)
+            cache.consume(m.hit_node, policy.refresh != "path")
+            n.hit_requests += 1
+        else:
+            work = self.adapter.new_cache()
+        marks = sorted({c for c in policy.admit(seq_in, m).checkpoints if h < c < L})
+        logits, work, snaps = self._prefill(ids, h, marks, work)
+        tokens, step_logits, work = self._decode(logits[-1], max_new, work)
+        fed = ids + tokens[:-1]
+        snaps[len(fed)] = self.adapter.states(work)
+        self._admit(Seq(tuple(fed), L, L, len(fed), 1), m, work, snaps)
+
+        n.requests += 1
+        n.input_tokens += L
+        n.reused_tokens += h
+        n.prefill_tokens += L - h
+        n.saved_flops += self.cost.saved_flops(h, L - h)
+        n.prefill_flops += self.cost.prefill_flops(L, 0)
+        return PrefillOutput(logits, h, L), tokens, step_logits
+
+    def _restore(self, node):
+        """A working cache holding copies of the KV and states that `node`'s path caches."""
+        kv = self.kv_pool.read(self.cache.path_kv_slots(node))
+        states = self.state_pool.load(self.cache.state_slot[node])
+        return self.adapter.restore(kv, states, node.tokens)
+
+    def _prefill(self, ids: list[int], h: int, marks: list[int], work):
+        """Run input tokens h … L−1 after `work`; snapshot states at each mark.
+
+        Returns logits [L − h, V], the working cache after L tokens, {mark: states}.
+        """
+        a, n, cost = self.adapter, self._n, self.cost
+        L = len(ids)
+        row = torch.tensor([ids], dtype=torch.long, device=a.device)
+        snaps: dict[int, list[Tensor]] = {}
+        if a.continues_prefill or (h == 0 and not marks):
+            bounds = [h, *marks, L]
+            parts = []
+            for lo, hi in zip(bounds, bounds[1:]):
+                out, work = a.forward(row[:, lo:hi], work)
+                parts.append(out[0])
+                n.split_extra_flops += cost.prefill_flops(hi - lo, lo)
+                if hi < L:
+                    snaps[hi] = _clone(a.states(work))
+            n.forward_calls += len(parts)
+            n.split_forwards += len(parts) - 1
+            n.split_extra_flops -= cost.prefill_flops(L - h, h)
+            return torch.cat(parts), work, snaps
+        if h == 0:                               # reach each mark from token 0, then all
+            for p in marks:
+                _, tmp = a.forward(row[:, :p], a.new_cache())
+                snaps[p] = _clone(a.states(tmp))
+                n.recomputed_tokens += p
+                n.split_extra_flops += cost.prefill_flops(p, 0)
+            out, work = a.forward(row, work)
+            n.forward_calls += len(marks) + 1
+            n.split_forwards += len(marks)
+            return out[0], work, snaps
+        parts = []                               # after a hit: one token at a time
+        for t in range(h, L):
+            out, work = a.forward(row[:, t:t + 1], work)
+            parts.append(out[0])
+            n.split_extra_flops += cost.prefill_flops(1, t)
+            if t + 1 in marks:
+                snaps[t + 1] = _clone(a.states(work))
+        n.forward_calls += L - h
+        n.single_token_steps += L - h
+        n.split_forwards += L - h - 1
+        n.split_extra_flops -= cost.prefill_flops(L - h, h)
+        return torch.cat(parts), work, snaps
+
+    def _decode(self, last: Tensor, max_new: int, work):
+        """Greedy: token i is argmax of the previous logits; all but the last are fed."""
+        a = self.adapter
+        tokens: list[int] = []
+        logits: list[Tensor] = []
+        for i in range(max_new):
+            tok = int(last.argmax())
+            tokens.append(tok)
+            logits.append(last)
+            if i + 1 < max_new:
+                out, work = a.forward(torch.tensor([[tok]], device=a.device), work)
+                last = out[0, -1]
+                self._n.forward_calls += 1
+                self._n.decode_tokens += 1
+        stacked = torch.stack(logits) if logits else last.new_zeros(0, last.shape[-1])
+        return tokens, stacked, work
+
+    def _admit(self, seq: Seq, m, work, snaps: dict[int, list[Tensor]]) -> None:
+        """Let the policy choose what of `seq` to cache, insert it, fill the new slots."""
+        cache, policy = self.cache, self.policy
+        admission = policy.admit(seq, m)
+        ckpts = [c for c in admission.checkpoints if c in snaps]
+        self._n.checkpoints_skipped += len(admission.checkpoints) - len(ckpts)
+        end = cache.insert(seq, admission.length, ckpts, m)
+        if end is not None:
+            kv = self.adapter.kv(work)
+            cache.attach(end, lambda lo, hi: [t[lo:hi] for t in kv], snaps)
+        if policy.refresh == "path":
+            cache.touch_path(end if end is not None else (m.partial or m.node))
+
+
+def _clone(tensors: list[Tensor]) -> list[Tensor]:
+    return [t.clone() for t in tensors]
+
+
+def _as_ids(input_ids) -> list[int]:
+    if isinstance(input_ids, Tensor):
+        if input_ids.dim() == 2:
+            if input_ids.shape[0] != 1:
+                raise UserError("input_ids", f"shape {tuple(input_ids.shape)}; expected one "
+                                "sequence ([L] or [1, L]); use prefill_batch for several")
+            input_ids = input_ids[0]
+        return [int(x) for x in input_ids.tolist()]
+    return [int(x) for x in input_ids]
+
+
+def _check_sizes(cost: CostModel, layout) -> None:
+    """The CostModel's bytes must be what the pools hold, or accounting would lie."""
+    if cost.kv_bytes_per_token != layout.kv_bytes_per_token or \
+            cost.state_bytes() != layout.state_bytes:
+        raise RuntimeError(
+            f"CostModel of {cost.model} says {cost.kv_bytes_per_token} KV bytes per token and "
+            f"{cost.state_bytes()} state bytes, but the model's cache holds "
+            f"{layout.kv_bytes_per_token} and {layout.state_bytes}; the pools would not "
+            "match the cache's accounting")
+
+
+DEFAULT_CAPACITY = "1GiB"
+DEFAULT_POLICY = "marconi"
+
+
+def wrap(model, plan=None, capacity=None, policy: str | None = None,
+         poison_freed: bool = False) -> CachedModel:
+    """Put `model` behind a prefix cache.
+
+    model:    our reference `HybridLM` or a supported Hugging Face hybrid model
+    plan:     a runtime.yaml path or a Plan (its policy, capacity and memory split); a plan
+              made for another model is refused (PlanError)
+    capacity: bytes or a string ("2GiB"); overrides the plan's; default 1 GiB
+    policy:   a registered policy name instead of a plan (default "marconi")
+    poison_freed: fill freed pool slots with NaN (debugging, tests)
+    """
+    from marconi.runtime.config import CacheConfig
+    from marconi.runtime.model_adapters import adapter_for
+    from marconi.runtime.policies import get_policy
+    from marconi.runtime.workload import Workload
+    from marconi.units import parse_capacity
+
+    adapter = adapter_for(model)
+    cost = adapter.cost_model()
+    cap = Capacity.shared(parse_capacity(capacity if capacity is not None else DEFAULT_CAPACITY,
+                                         "capacity"))
+    policy_cls = get_policy(policy or DEFAULT_POLICY, "policy")
+    # online: no workload is known in advance (Marconi's α stays at its initial value)
+    workload = Workload(name="marconi.wrap", requests=(), block_size=1, kind="token",
+                        source="marconi.wrap")
+    return CachedModel(adapter, cost, policy_cls(cost, CacheConfig(capacity=cap), workload),
+                       cap, poison_freed)
