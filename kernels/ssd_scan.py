@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import torch
 
-from marconi.kernels._triton import tl, triton
+from marconi.kernels._triton import interpreting, tl, triton
 from marconi.kernels.checkpoints import (NO_POSITION_TL, check_pool, sorted_table, store_state_tile,
                                          store_states_ref, valid_entries)
+
+# 8 warps: compiled for sm_90 at Nemotron-H sizes (Q=64, P-block 32, N=128), 4 warps spill
+# several times more registers (ptxas resource usage; see docs/kernels.md).
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -35,7 +39,7 @@ def _ssd_scan_ckpt_kernel(
         s_xb, s_xt, s_xh, s_xp, s_db, s_dt, s_dh,
         s_bb, s_bt, s_bg, s_bn, s_cb, s_ct, s_cg, s_cn,
         s_yb, s_yt, s_yh, s_yp, pool_slot_stride, scale_slot_stride,
-        HAS_H0: tl.constexpr, HAS_CKPT: tl.constexpr, QUANT: tl.constexpr,
+        HAS_H0: tl.constexpr, HAS_CKPT: tl.constexpr, QUANT: tl.constexpr, DOT: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_bh = tl.program_id(0)
     b = pid_bh // H
@@ -72,18 +76,20 @@ def _ssd_scan_ckpt_kernel(
         # padding tokens get dt = 0, x = 0: they neither decay nor feed the state
         dtc = tl.load(dt + b * s_db + offs_t * s_dt + h * s_dh, mask=mask_t, other=0.0).to(tl.float32)
         cs = tl.cumsum(dtc * a, axis=0)                                    # [Q]
+        # dot operands in DOT (x's dtype on the GPU: 16-bit inputs use tensor cores), float32 sums
         xc = tl.load(x + b * s_xb + offs_t[:, None] * s_xt + h * s_xh + offs_p[None, :] * s_xp,
-                     mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)       # [Q, P]
+                     mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(DOT)              # [Q, P]
         mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
         bc = tl.load(Bm + b * s_bb + offs_t[:, None] * s_bt + g * s_bg + offs_n[None, :] * s_bn,
-                     mask=mask_tn, other=0.0).to(tl.float32)                                   # [Q, N]
+                     mask=mask_tn, other=0.0).to(xc.dtype)                                      # [Q, N]
         cc = tl.load(Cm + b * s_cb + offs_t[:, None] * s_ct + g * s_cg + offs_n[None, :] * s_cn,
-                     mask=mask_tn, other=0.0).to(tl.float32)                                   # [Q, N]
+                     mask=mask_tn, other=0.0).to(xc.dtype)                                      # [Q, N]
+        xf = xc.to(tl.float32)
 
         causal = offs_q[:, None] >= offs_q[None, :]
         decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))           # [Q, Q]
         scores = tl.dot(cc, tl.trans(bc)) * decay * dtc[None, :]
-        yc = tl.dot(scores, xc) + tl.dot(cc, tl.trans(state)) * tl.exp(cs)[:, None]           # [Q, P]
+        yc = tl.dot(scores.to(xc.dtype), xc) + tl.dot(cc, tl.trans(state.to(xc.dtype))) * tl.exp(cs)[:, None]
         tl.store(y + b * s_yb + offs_t[:, None] * s_yt + h * s_yh + offs_p[None, :] * s_yp,
                  yc.to(y.dtype.element_ty), mask=mask_t[:, None] & mask_p[None, :])
 
@@ -92,7 +98,7 @@ def _ssd_scan_ckpt_kernel(
                 r = p - t0
                 cs_r = tl.sum(tl.where(offs_q == r - 1, cs, 0.0))
                 w = tl.where(offs_q < r, tl.exp(cs_r - cs) * dtc, 0.0)
-                hp = tl.exp(cs_r) * state + tl.dot(tl.trans(xc * w[:, None]), bc)              # [P, N]
+                hp = tl.exp(cs_r) * state + tl.dot(tl.trans((xf * w[:, None]).to(xc.dtype)), bc)  # [P, N]
                 store_state_tile(pool, pool_scale, tl.load(ck_slot + b * K + k), state_offs,
                                  chan_offs, mask_pn, mask_p, hp, pool_slot_stride,
                                  scale_slot_stride, QUANT)
@@ -101,9 +107,17 @@ def _ssd_scan_ckpt_kernel(
 
         cs_last = tl.sum(tl.where(offs_q == BLOCK_Q - 1, cs, 0.0))
         w = tl.exp(cs_last - cs) * dtc
-        state = tl.exp(cs_last) * state + tl.dot(tl.trans(xc * w[:, None]), bc)
+        state = tl.exp(cs_last) * state + tl.dot(tl.trans((xf * w[:, None]).to(xc.dtype)), bc)
 
     tl.store(hT + b * H * P * N + state_offs, state.to(hT.dtype.element_ty), mask=mask_pn)
+
+
+def _dot_dtype(dtype: torch.dtype):
+    """tl.dot operand dtype: x's 16-bit dtype on the GPU; float32 under the interpreter, whose
+    16-bit dot is wrong (it multiplies the raw bit patterns; checked with triton 3.9)."""
+    if interpreting() or dtype not in (torch.bfloat16, torch.float16):
+        return tl.float32
+    return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
 def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_q, block_p):
@@ -129,8 +143,8 @@ def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_q, block_
         t, H, P, N, K, H // G,
         *x.stride(), *dt.stride(), *Bm.stride(), *Cm.stride(), *y.stride(),
         pool.stride(0) if has_ckpt else 0, scale.stride(0) if scale is not None else 0,
-        HAS_H0=h0 is not None, HAS_CKPT=has_ckpt, QUANT=scale is not None,
-        BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n)
+        HAS_H0=h0 is not None, HAS_CKPT=has_ckpt, QUANT=scale is not None, DOT=_dot_dtype(x.dtype),
+        BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, num_warps=NUM_WARPS)
 
 
 def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
