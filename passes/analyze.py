@@ -22,7 +22,6 @@ import logging
 from typing import Iterable
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from marconi.errors import SpecError, UnsupportedModelError
@@ -32,8 +31,7 @@ from marconi.passes.fit import FitError, fit_many
 from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer
 from marconi.passes.layout import Layout, get_layout
 from marconi.passes.ops import register_cpu_sdpa_formula
-from marconi.passes.reference_model import (LAYERS, HybridCache, HybridLM, build_fake,
-                                            spec_dtypes)
+from marconi.passes.reference_model import LAYERS, HybridCache, HybridLM, spec_dtypes
 from marconi.passes.ref_common import CacheDtypes
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
 from marconi.passes.trace import trace_layer
@@ -73,18 +71,33 @@ def analyze_spec_layers(spec: ModelSpec, where: str) -> dict[tuple, LayerAnalysi
     out: dict[tuple, LayerAnalysis] = {}
     for ls in spec.layers:
         key = (ls.kind, ls.params)
-        if key in out:
-            continue
-        layer_where = f"{where}: layers[{ls.index}] ({ls.kind.value})"
-        layer = build_meta_layer(ls, spec.d_model, dtypes)
-        traced = trace_layer(layer, spec.d_model, dtypes.compute, layer_where)
-        analysis = analyze_layer(traced, layer_where)
-        if analysis.classification.kind is not ls.kind:
-            raise UnsupportedModelError(layer_where, f"the traced graph classifies as "
-                                        f"{analysis.classification.kind.value}")
-        out[key] = analysis
-        log.debug("%s: %s", layer_where, analysis)
+        if key not in out:
+            layer_where = f"{where}: layers[{ls.index}] ({ls.kind.value})"
+            out[key] = analyze_block(ls.kind, ls.params, spec.d_model, dtypes, layer_where)
     return out
+
+
+_BLOCKS: dict[tuple, LayerAnalysis] = {}
+
+
+def analyze_block(kind: LayerKind, params, d_model: int, dtypes: CacheDtypes,
+                  where: str) -> LayerAnalysis:
+    """Trace one reference layer and run the graph passes over it.
+
+    A pure function of frozen inputs, memoised per process: specs that share a block (and
+    the tests, which analyse many specs) trace it once.
+    """
+    key = (kind, params, d_model, dtypes)
+    if key in _BLOCKS:
+        return _BLOCKS[key]
+    layer = build_meta_layer(LayerSpec(0, kind, params), d_model, dtypes)
+    analysis = analyze_layer(trace_layer(layer, d_model, dtypes.compute, where), where)
+    if analysis.classification.kind is not kind:
+        raise UnsupportedModelError(where, f"the traced graph classifies as "
+                                    f"{analysis.classification.kind.value}")
+    log.debug("%s: %s", where, analysis)
+    _BLOCKS[key] = analysis
+    return analysis
 
 
 def build_meta_layer(ls: LayerSpec, d_model: int, dtypes: CacheDtypes) -> torch.nn.Module:
@@ -126,21 +139,26 @@ def fit_layer_flops(evaluate, where: str):
 
 
 class ReferenceRunner:
-    """Fake prefills of the reference model: cache tensors and per-layer FLOP counts."""
+    """Whole-model prefills on the meta device: cache tensors and per-layer FLOP counts."""
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self.mode = FakeTensorMode()
-        self.model: HybridLM = build_fake(spec, spec_dtypes(spec), self.mode)
+        dtypes = spec_dtypes(spec)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtypes.compute)
+        try:
+            with torch.device("meta"):
+                self.model = HybridLM(spec, dtypes)
+        finally:
+            torch.set_default_dtype(previous)
 
     def layer_name(self, index: int) -> str:
         return f"layers.{index}.mixer"
 
     def cache_after(self, length: int) -> HybridCache:
-        with self.mode:
-            if length == 0:
-                return self.model.new_cache(1)
-            return self.model(torch.zeros(1, length, dtype=torch.long))[1]
+        if length == 0:
+            return self.model.new_cache(1, "meta")
+        return self.model(torch.zeros(1, length, dtype=torch.long, device="meta"))[1]
 
     def cache_tensors(self, length: int) -> Iterable[CacheTensor]:
         cache = self.cache_after(length)
@@ -153,8 +171,8 @@ class ReferenceRunner:
     def layer_flops(self, n: int, p: int) -> dict[str, int]:
         """FLOPs of each layer for a prefill of n tokens after p cached ones."""
         cache = self.cache_after(p)
-        with self.mode, FlopCounterMode(display=False) as counter:
-            self.model(torch.zeros(1, n, dtype=torch.long), cache)
+        with FlopCounterMode(display=False) as counter:
+            self.model(torch.zeros(1, n, dtype=torch.long, device="meta"), cache)
         prefix = type(self.model).__name__ + "."
         counts = counter.get_flop_counts()
         out = {}

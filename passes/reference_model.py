@@ -16,12 +16,13 @@ any size. Layers are looked up in `LAYERS` (one class per `LayerKind`).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from marconi.layers import LayerKind
+from marconi.layers import PARAMS, LayerKind, LayerParams
 from marconi.passes.ref_attention import MLA, Attention
 from marconi.passes.ref_common import CacheDtypes, RMSNorm
 from marconi.passes.ref_ffn import MLP, MoE
@@ -141,3 +142,38 @@ def build_fake(spec: ModelSpec, dtypes: CacheDtypes,
             return HybridLM(spec, dtypes)
     finally:
         torch.set_default_dtype(previous)
+
+
+# ---------------------------------------------------------------- tiny twins of real specs
+
+_TINY: dict[LayerKind, Callable[[LayerParams], dict]] = {
+    LayerKind.ATTENTION: lambda p: {
+        "n_heads": 4, "n_kv_heads": 2 if p.n_kv_heads < p.n_heads else 4, "head_dim": 8,
+        **({"window": 8} if p.window else {})},
+    LayerKind.MLA: lambda p: {
+        "n_heads": 2, "kv_lora_rank": 8, "qk_rope_head_dim": 4, "qk_nope_head_dim": 8,
+        "v_head_dim": 8, **({"q_lora_rank": 12} if p.q_lora_rank else {})},
+    LayerKind.MAMBA1: lambda p: {"d_state": 4, "expand": 2, "d_conv": p.d_conv, "dt_rank": 4},
+    LayerKind.MAMBA2: lambda p: {"d_state": 8, "head_dim": 8, "n_heads": 8,
+                                 "n_groups": 2 if p.n_groups > 1 else 1, "d_conv": p.d_conv},
+    LayerKind.GDN: lambda p: {"n_k_heads": 2, "n_v_heads": 4 if p.n_v_heads > p.n_k_heads
+                              else 2, "head_k_dim": 8, "head_v_dim": 8, "d_conv": p.d_conv},
+    LayerKind.KDA: lambda p: {"n_heads": 2, "head_dim": 8, "d_conv": p.d_conv},
+    LayerKind.LINEAR_ATTENTION: lambda p: {"n_heads": 2, "head_dim": 8, "d_conv": p.d_conv},
+    LayerKind.SHORT_CONV: lambda p: {"d_conv": p.d_conv},
+    LayerKind.MLP: lambda p: {"d_ff": 64, "gated": p.gated},
+    LayerKind.MOE: lambda p: {"n_experts": 4, "top_k": min(2, p.top_k), "d_ff_expert": 16,
+                              "n_shared_experts": min(1, p.n_shared_experts),
+                              "gated": p.gated},
+}
+
+
+def tiny_spec(spec: ModelSpec, d_model: int = 32, vocab_size: int = 64) -> ModelSpec:
+    """A runnable twin of `spec`: the same layer kinds, order, options (GQA, windows,
+    gating, groups, conv widths) and dtypes, with tiny dimensions."""
+    layers = tuple(
+        dataclasses.replace(ls, params=PARAMS[ls.kind].parse(
+            _TINY[ls.kind](ls.params), d_model, f"tiny.layers[{ls.index}]"))
+        for ls in spec.layers)
+    return dataclasses.replace(spec, name=f"{spec.name}-tiny", d_model=d_model,
+                               vocab_size=vocab_size, layers=layers, path="")
