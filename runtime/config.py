@@ -1,0 +1,59 @@
+"""CacheConfig: everything about a replay that is not the model, the trace or the policy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from marconi.errors import UserError
+from marconi.runtime.capacity import Capacity
+
+ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(21))   # Marconi's {0, 0.1, …, 2.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """Parameters shared by every policy of one simulation.
+
+    chunk_tokens: engine checkpoint grid: states only at token positions that are multiples
+        of it (hits round down to it). None = exact positions (the paper's assumption).
+    block_tokens: the block of the vLLM-style policies (KV page = checkpoint stride). None =
+        the trace's block for block-hash traces, else 32 tokens (the paper's vLLM+, §6.1).
+    bootstrap_multiplier: Marconi's tuning window, in multiples of the requests seen before
+        the first eviction (paper §4.2: 5-15×; the artifact's default is 5).
+    alpha_grid: the α values Marconi's tuner and the static sweep try.
+    recency: Marconi's recency term, "linear" (last-access time) or "inverse" (artifact).
+    device: latency profile for TTFT (`marconi.runtime.latency.DEVICES`).
+    """
+
+    capacity: Capacity
+    chunk_tokens: int | None = None
+    block_tokens: int | None = None
+    bootstrap_multiplier: int = 5
+    alpha_grid: tuple[float, ...] = ALPHA_GRID
+    recency: str = "linear"
+    device: str = "jamba-1.5-mini-4xa100"
+
+    def __post_init__(self):
+        for name in ("chunk_tokens", "block_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise UserError(f"--{name.replace('_tokens', '-size')}",
+                                f"{value!r}; expected a positive number of tokens")
+        if self.bootstrap_multiplier < 1:
+            raise UserError("bootstrap_multiplier", f"{self.bootstrap_multiplier}; expected ≥ 1")
+        if self.recency not in ("linear", "inverse"):
+            raise UserError("recency", f"{self.recency!r}; expected linear or inverse")
+
+    def grid_for(self, block: int, tokens: int | None) -> int | None:
+        """A token grid for a workload of `block` tokens per id, checked against it."""
+        if tokens is None:
+            return None
+        if tokens % block:
+            raise UserError("--chunk-size", f"{tokens} tokens is not a multiple of the trace's "
+                            f"{block}-token block; expected a multiple of {block}")
+        return tokens
+
+    def vllm_block(self, block: int) -> int:
+        """Tokens per vLLM block for a workload of `block` tokens per id."""
+        tokens = self.block_tokens or self.chunk_tokens or (block if block > 1 else 32)
+        return self.grid_for(block, tokens)

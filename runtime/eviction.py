@@ -1,0 +1,344 @@
+"""Eviction indices: strategy objects that tell a `PrefixCache` what to evict next.
+
+The cache calls ``update(node)`` whenever a node is created, removed, refreshed, gains or
+loses a child or a checkpoint; ``victim()`` then returns the next unlocked victim and the
+action (`REMOVE` a leaf, or `DROP_STATE` of one node) without scanning the tree: every index
+keeps binary heaps with lazy invalidation (an entry is live while its stamp equals the
+node's `stamp`, which every `update` bumps). Locked nodes met at the top of a heap are set
+aside until `release()` at the end of the eviction round.
+
+Ties are broken by node creation order (`uid`), so a replay is deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from typing import Callable
+
+import numpy as np
+
+from marconi.runtime.prefix_cache import DROP_STATE, REMOVE, Node, PrefixCache
+
+_heappush, _heappop = heapq.heappush, heapq.heappop
+
+
+class _Heaps:
+    """Shared plumbing: stamps, candidate counting, compaction of stale entries."""
+
+    def __init__(self):
+        self.cache: PrefixCache | None = None
+        self._held: list[tuple[list, tuple]] = []
+        self._n = 0                                         # live candidates
+
+    def bind(self, cache: PrefixCache) -> None:
+        self.cache = cache
+
+    def release(self) -> None:
+        for heap, entry in self._held:
+            _heappush(heap, entry)
+        self._held.clear()
+
+    def _heaps(self) -> tuple[list, ...]:
+        """Every heap (the first one gets an entry per candidate update)."""
+        raise NotImplementedError
+
+    def _count(self, node: Node, cand: bool, main: list) -> None:
+        self._n += cand - node.cand
+        node.cand = cand
+        if len(main) > 4 * self._n + 4096:
+            self._compact()
+
+    def _compact(self) -> None:
+        for heap in self._heaps():
+            live = [e for e in heap if e[-2] == e[-1].stamp]
+            heap[:] = live
+            heapq.heapify(heap)
+
+    def _top(self, heap: list) -> tuple | None:
+        """The smallest live entry of an unlocked node (locked ones are held back)."""
+        while heap:
+            entry = heap[0]
+            node = entry[-1]
+            if entry[-2] != node.stamp:
+                _heappop(heap)
+            elif node.lock_ref:
+                self._held.append((heap, _heappop(heap)))
+            else:
+                return entry
+        return None
+
+
+class LeafLRU(_Heaps):
+    """Least recently used leaf first; ties: the older node. Victims are `REMOVE`d.
+
+    This is SGLang's `evict` over leaves (and the paper's SGLang+ and vLLM+ baselines,
+    background/marconi.md §6.1): a parent becomes a candidate when its last child goes.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._heap: list = []
+
+    def _heaps(self):
+        return (self._heap,)
+
+    def update(self, node: Node) -> None:
+        node.stamp += 1
+        cand = node.alive and not node.children
+        self._count(node, cand, self._heap)
+        if cand:
+            _heappush(self._heap, (node.last_access, node.uid, node.stamp, node))
+
+    def victim(self):
+        entry = self._top(self._heap)
+        return None if entry is None else (entry[-1], REMOVE)
+
+
+class StateAndLeafLRU(_Heaps):
+    """Two LRU lists, as vLLM's one free-block queue holds KV and state blocks alike.
+
+    KV list: leaves by path recency (`last_access`) → `REMOVE`. State list: every node with
+    a checkpoint by the time its state was created or last consumed (`state_access`) →
+    `DROP_STATE` (the node keeps its KV). The older head goes first; on a tie the state.
+    (background/engines.md §2.3: hits touch only the consumed state block, while a finished
+    request frees all its blocks, so interior states age while their KV path stays fresh.)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._kv: list = []
+        self._state: list = []
+
+    def _heaps(self):
+        return (self._kv, self._state)
+
+    def update(self, node: Node) -> None:
+        node.stamp += 1
+        leaf = node.alive and not node.children
+        has_state = node.alive and node.ckpt
+        self._count(node, leaf or has_state,
+                    self._kv if len(self._kv) > len(self._state) else self._state)
+        if leaf:
+            _heappush(self._kv, (node.last_access, node.uid, node.stamp, node))
+        if has_state:
+            _heappush(self._state, (node.state_access, node.uid, node.stamp, node))
+
+    def victim(self):
+        kv, st = self._top(self._kv), self._top(self._state)
+        if st is not None and (kv is None or st[:2] <= kv[:2]):
+            return st[-1], DROP_STATE
+        return None if kv is None else (kv[-1], REMOVE)
+
+
+class NoEviction(_Heaps):
+    """For unbounded caches: never proposes a victim."""
+
+    def _heaps(self):
+        return ([],)
+
+    def update(self, node: Node) -> None:
+        node.stamp += 1
+
+    def victim(self):
+        return None
+
+
+class FlopAware(_Heaps):
+    """Marconi's eviction (paper §4.2, Eq. 2): evict the candidate with the lowest
+
+        S(n) = norm(recency(n)) + α · norm(flop_efficiency(n))
+
+    over candidates = nodes holding a checkpoint with at most one child. `norm` is min-max
+    over all candidates (locked ones included); a term whose values are all equal
+    normalises to 1 (as the artifact's `_normalize`). Ties: older `last_access`, then older
+    node. A leaf victim is `REMOVE`d; a single-child one loses its state and merges into its
+    child (`DROP_STATE`).
+
+    recency: ``"linear"`` = last-access time; ``"inverse"`` = 1 / (now − last_access + 1 ms),
+    the artifact's form on trace time. Both rise with last-access time, which is what makes
+    the fast search exact.
+
+    Fast path (exact, branch and bound): besides four heaps for the normalisation bounds,
+    candidates sit in buckets of similar efficiency (edges at quantiles of e, rebuilt after
+    every ~n updates or when a bucket outgrows 4·√n entries, at most every n/8
+    updates, so O(log n) amortised), each a min-heap by last access. A bucket's
+    lowest possible score is that of its oldest entry at the bucket's lowest efficiency;
+    these bounds are computed for all buckets at once (numpy), and buckets are scanned in
+    rising bound, oldest entry first, while an entry could still beat the best score seen.
+    S is monotone in both terms (also after float rounding), so the result is exactly the
+    brute-force argmin. α = 0 is plain LRU. `reference=True` scans every node instead (the
+    slow definition, kept for tests).
+    """
+
+    def __init__(self, alpha: float, efficiency: Callable[[Node], float],
+                 recency: str = "linear", reference: bool = False):
+        super().__init__()
+        if recency not in ("linear", "inverse"):
+            raise ValueError(f"recency {recency!r}; expected 'linear' or 'inverse'")
+        self.alpha = float(alpha)
+        self.efficiency = efficiency
+        self.recency = recency
+        self.reference = reference
+        self._t_min: list = []
+        self._t_max: list = []
+        self._e_min: list = []
+        self._e_max: list = []
+        self._edges: list[float] = [-math.inf]      # lowest efficiency of each bucket
+        self._edge_arr = np.array(self._edges)
+        self._buckets: list[list] = [[]]            # per bucket: heap by last access
+        self._tops = np.full(1, math.inf)           # ≤ oldest last access per bucket
+        self._since_rebuild = 0
+
+    def _heaps(self):
+        return (self._t_min, self._t_max, self._e_min, self._e_max, *self._buckets)
+
+    def update(self, node: Node) -> None:
+        node.stamp += 1
+        cand = node.alive and node.ckpt and len(node.children) <= 1
+        self._count(node, cand, self._t_min)
+        if cand:
+            node.eff = e = self.efficiency(node)
+            t, u, s = node.last_access, node.uid, node.stamp
+            entry = (t, u, s, node)
+            _heappush(self._t_min, entry)
+            _heappush(self._t_max, (-t, -u, s, node))
+            _heappush(self._e_min, (e, u, s, node))
+            _heappush(self._e_max, (-e, -u, s, node))
+            b = bisect_right(self._edges, e) - 1
+            heap = self._buckets[b]
+            _heappush(heap, entry)
+            if t < self._tops[b]:
+                self._tops[b] = t
+            self._since_rebuild += 1
+            n = self._n
+            if self._since_rebuild > max(256, 2 * n) or (
+                    len(heap) > 4 * max(16, math.isqrt(n)) and self._since_rebuild > n // 8):
+                self._rebuild()
+
+    def _compact(self) -> None:
+        super()._compact()
+        self._refresh_tops(range(len(self._buckets)))
+
+    def _rebuild(self) -> None:
+        """New bucket edges: quantiles of the candidates' efficiencies (narrow buckets where
+        they are dense) and a uniform grid over their range (no bucket wider than 1/64 of
+        it, so a bucket's bound is never far below its entries' scores)."""
+        live = [e for heap in self._buckets for e in heap if e[-2] == e[-1].stamp]
+        live.sort(key=lambda e: e[-1].eff)
+        cuts = set()
+        if live:
+            k = min(256, max(4, 2 * math.isqrt(len(live))))
+            step = max(1, len(live) // k)
+            cuts.update(live[i][-1].eff for i in range(step, len(live), step))
+            lo, hi = live[0][-1].eff, live[-1][-1].eff
+            cuts.update(lo + (hi - lo) * i / 64 for i in range(1, 64))
+        edges = [-math.inf, *sorted(cuts)]
+        buckets = [[] for _ in edges]
+        for entry in live:
+            buckets[bisect_right(edges, entry[-1].eff) - 1].append(entry)
+        for heap in buckets:
+            heapq.heapify(heap)
+        self._edges, self._buckets, self._since_rebuild = edges, buckets, 0
+        self._edge_arr = np.array(edges)
+        self._tops = np.full(len(edges), math.inf)
+        self._refresh_tops(range(len(edges)))
+
+    def _refresh_tops(self, buckets) -> None:
+        for b in buckets:
+            heap = self._buckets[b]
+            self._tops[b] = heap[0][0] if heap else math.inf
+
+    # -------------------------------------------------------------- scoring
+    def scorer(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float):
+        """S as a function of (last_access, eff) for fixed candidate bounds; works on
+        floats and, element-wise with identical rounding, on numpy arrays."""
+        alpha, now = self.alpha, self.cache.clock.now
+        if self.recency == "inverse":
+            def rec(t):
+                return 1.0 / ((now - t) + 1.0)
+        else:
+            def rec(t):
+                return t
+        r_lo, r_hi = rec(t_lo), rec(t_hi)
+        r_span, e_span = r_hi - r_lo, e_hi - e_lo
+
+        def score(t, e):
+            nr = (rec(t) - r_lo) / r_span if r_span > 0 else 1.0
+            ne = (e - e_lo) / e_span if e_span > 0 else 1.0
+            return nr + alpha * ne
+        return score
+
+    def victim(self):
+        if self.reference:
+            return self._victim_by_scan()
+        if self.alpha == 0.0:                               # S is monotone in time: LRU
+            entry = self._top(self._t_min)
+            return None if entry is None else self._action(entry[-1])
+        bounds = [_live_top(h) for h in (self._t_min, self._t_max, self._e_min, self._e_max)]
+        if bounds[0] is None:
+            return None
+        e_lo = bounds[2][0]
+        score = self.scorer(bounds[0][0], -bounds[1][0], e_lo, -bounds[3][0])
+        best, best_key = None, None
+        for seed in (self._top(self._t_min), self._top(self._e_min)):
+            if seed is not None:
+                node = seed[-1]
+                key = (score(node.last_access, node.eff), node.last_access, node.uid)
+                if best_key is None or key < best_key:
+                    best, best_key = node, key
+        if best is None:                                    # every candidate is locked
+            return None
+        edges = np.maximum(self._edge_arr, e_lo)
+        with np.errstate(invalid="ignore"):                 # empty buckets: inf - inf
+            lower = score(self._tops, edges)
+        popped, visited = [], []
+        for b in np.argsort(lower, kind="stable").tolist():
+            if not lower[b] <= best_key[0]:                 # NaN (empty) or too high
+                break
+            heap, edge = self._buckets[b], float(edges[b])
+            visited.append(b)
+            while heap:
+                entry = heap[0]
+                node = entry[-1]
+                if entry[-2] != node.stamp:
+                    _heappop(heap)
+                    continue
+                if score(entry[0], edge) > best_key[0]:
+                    break
+                popped.append((heap, _heappop(heap)))
+                if node.lock_ref:
+                    continue
+                key = (score(entry[0], node.eff), entry[0], node.uid)
+                if key < best_key:
+                    best, best_key = node, key
+        for heap, entry in popped:
+            _heappush(heap, entry)
+        self._refresh_tops(visited)
+        return self._action(best)
+
+    # -------------------------------------------------------------- helpers
+    @staticmethod
+    def _action(node: Node):
+        return node, (REMOVE if not node.children else DROP_STATE)
+
+    def _victim_by_scan(self):
+        """The definition, by brute force over every node of the tree."""
+        cands = [n for n in self.cache.nodes() if n.cand]
+        if not cands:
+            return None
+        ts = [n.last_access for n in cands]
+        es = [n.eff for n in cands]
+        score = self.scorer(min(ts), max(ts), min(es), max(es))
+        free = [n for n in cands if not n.lock_ref]
+        if not free:
+            return None
+        best = min(free, key=lambda n: (score(n.last_access, n.eff), n.last_access, n.uid))
+        return self._action(best)
+
+
+def _live_top(heap: list):
+    while heap and heap[0][-2] != heap[0][-1].stamp:
+        _heappop(heap)
+    return heap[0] if heap else None

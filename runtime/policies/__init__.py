@@ -1,0 +1,91 @@
+"""Cache policies: admission + eviction strategies, registered by name.
+
+Writing a policy
+----------------
+A policy is a subclass of `marconi.runtime.policies.base.Policy` in a module of this
+package, registered with the decorator::
+
+    from marconi.runtime.policies import register
+    from marconi.runtime.policies.base import Admission, Policy
+
+    @register("my-policy")
+    class MyPolicy(Policy):
+        '''Exact semantics and the source they follow.'''
+        refresh = "path"                 # or "hit": which recency a request refreshes
+
+        def make_index(self):            # eviction order: a `runtime.eviction` index
+            return LeafLRU()
+
+        def admit(self, seq, match):     # what to cache for this request
+            return Admission(length=len(seq), checkpoints=(len(seq),))
+
+Every module in this folder is imported the first time a name is looked up, so a new file
+(e.g. ``planned.py``) registers itself; importing this package does nothing else.
+
+The hooks, all optional except `make_index` and `admit` (see `Policy` for defaults):
+
+- ``__init__(cost, config, workload)``: a fresh instance per replay (`CostModel`,
+  `CacheConfig`, `Workload`).
+- ``capacity()``: the `Capacity` to enforce (default: ``config.capacity``).
+- ``stride()``: ids between dense checkpoints (per-block baselines), or None.
+- ``make_index()``: the eviction index (`LeafLRU`, `StateAndLeafLRU`, `FlopAware`, …).
+- ``admit(seq, match) -> Admission``: after the request's input was matched (`match`, a
+  `prefix_cache.Match`), cache ``seq.ids[:length]`` with states at the depths in
+  `checkpoints` (ids, not tokens; `seq.tokens(depth)` and `seq.floor_grid` convert).
+- ``refresh``: "path" = the matched and inserted path becomes most recent; "hit" = only the
+  consumed checkpoint's node and new nodes (Marconi, SGLang #31643).
+- ``kv_only_leaves``: True if `admit` may insert KV past the last checkpoint.
+- ``after_request(replay, i)``: called after request `i` (Marconi tunes α here).
+- ``describe()``: parameters to report (e.g. the α chosen).
+- classmethod ``run(workload, cost, config, progress)`` → `SimResult`: one replay by
+  default; override for meta-policies (the static-α sweep).
+
+Unknown names raise `UserError` listing the known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from marconi.errors import UserError
+
+_REGISTRY: dict[str, type] = {}
+_discovered = False
+
+
+def register(name: str):
+    """Class decorator: make a `Policy` subclass available under `name` (no duplicates)."""
+    def decorate(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"policy {name!r} is already registered by "
+                             f"{_REGISTRY[name].__module__}.{_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+def policy_names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_policy(name: str, where: str = "--policy") -> type:
+    """The policy class registered as `name`."""
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(where, f"unknown policy {name!r}; expected one of "
+                        f"{', '.join(sorted(_REGISTRY))}") from None
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _discovered = True

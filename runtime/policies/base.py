@@ -1,0 +1,88 @@
+"""The `Policy` base class and the admission rules several policies share."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from marconi.passes.cost_model import CostModel
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.prefix_cache import Match
+from marconi.runtime.seq import Seq
+from marconi.runtime.workload import Workload
+
+if TYPE_CHECKING:
+    from marconi.runtime.replay import Replay
+    from marconi.runtime.simulator import SimResult
+
+
+class Admission(NamedTuple):
+    """Cache ``seq.ids[:length]`` with a state at each depth in `checkpoints`."""
+
+    length: int
+    checkpoints: tuple[int, ...] = ()
+
+
+class Policy:
+    """Admission and eviction for one replay (see the package docstring for the hooks)."""
+
+    name: ClassVar[str] = ""
+    refresh: ClassVar[str] = "path"
+    kv_only_leaves: ClassVar[bool] = False
+
+    def __init__(self, cost: CostModel, config: CacheConfig, workload: Workload):
+        self.cost = cost
+        self.config = config
+        self.workload = workload
+        self.chunk = config.grid_for(workload.block_size, config.chunk_tokens)
+
+    def capacity(self) -> Capacity:
+        return self.config.capacity
+
+    def stride(self) -> int | None:
+        return None
+
+    def make_index(self):
+        raise NotImplementedError
+
+    def admit(self, seq: Seq, match: Match) -> Admission:
+        raise NotImplementedError
+
+    def after_request(self, replay: Replay, i: int) -> None:
+        """Called after request `i` of `replay`; most policies do nothing."""
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def run(cls, workload: Workload, cost: CostModel, config: CacheConfig,
+            progress=None) -> SimResult:
+        """Replay `workload` once with a fresh instance of this policy."""
+        from marconi.runtime.replay import Replay
+        from marconi.runtime.simulator import summarize
+        policy = cls(cost, config, workload)
+        replay = Replay(workload, cost, policy)
+        replay.run(progress=progress)
+        return summarize(cls.name, replay, cost, config, policy.describe())
+
+
+def judicious_admission(seq: Seq, m: Match, chunk: int | None) -> Admission:
+    """Marconi's admission (paper §4.1): at most two states per request.
+
+    (b) The branch point: if inserting the input would split an existing edge (found by
+    speculative insertion = the match ended inside an edge, `m.partial`), a state where the
+    split happens. (a) The last decoded token: a state at the end of input + output.
+    With an engine grid both positions round down to it, and nothing past the last state
+    is inserted (its KV could never be resumed). The paper inserts at token positions; the
+    artifact finds the branch with input+output at insert time, we use the input, as the
+    paper describes (background/marconi.md §2).
+    """
+    ckpts = []
+    if m.partial is not None:
+        branch = seq.floor_grid(m.depth, chunk)
+        if branch > m.hit_depth:
+            ckpts.append(branch)
+    end = seq.floor_grid(len(seq.ids), chunk)
+    if end > (ckpts[-1] if ckpts else m.hit_depth):
+        ckpts.append(end)
+    return Admission(end, tuple(ckpts))

@@ -1,0 +1,226 @@
+"""`planned`: the policy that executes a Plan (marconi.planner.rules) in the PrefixCache."""
+
+from __future__ import annotations
+
+import heapq
+from typing import ClassVar
+
+from marconi.planner.ghost import SeenPrefixes
+from marconi.planner.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, PINNED,
+                                   STRIDE, Plan, default_plan)
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.policies import register
+from marconi.runtime.policies.base import Admission, Policy
+from marconi.runtime.prefix_cache import DROP_STATE, REMOVE
+
+# when one depth qualifies for several classes, the first listed wins
+_RANK = {PINNED: 0, BRANCH: 1, CONTINUATION: 2, FRESH: 3, OUTPUT: 4, STRIDE: 5}
+
+
+@register("planned")
+class Planned(Policy):
+    """Admission and eviction compiled by `marconi-plan` (docs/planner.md).
+
+    Admission (`AdmissionRules`), per request, with the prefixes seen so far kept in a
+    ghost index (`planner.ghost.SeenPrefixes`: ids only, not charged to the cache):
+    a state at the input's end (block traces: its last full block) unless the input is
+    fresh and fresh ends are not admitted; after the last decoded token when outputs are
+    known and the rule is on; where the input leaves the seen prefixes once they were seen
+    by ``branch_sighting`` earlier sequences; every ``stride_tokens`` inside new content;
+    at each pinned prefix it starts with. Positions floor to the engine grid; none
+    shallower than ``min_prefix_tokens`` or at/above the hit. Only KV up to the deepest
+    new state is inserted (KV past it could never be resumed).
+
+    Eviction (`EvictionRules`): over nodes with a state and at most one child, and
+    state-less leaves, evict the smallest ``last_access + offset[class]`` (ties: older
+    node); a leaf is removed, a single-child node drops its state. A state that a later
+    request extended past (one child, not a branch or pin) is class ``passed``. Recency:
+    the matched and inserted path is refreshed.
+
+    Without a bound plan (``Planned.with_plan``), it starts from `default_plan` and plans
+    once, online, from the requests seen so far, when Marconi's tuner would tune
+    (``bootstrap_multiplier`` × requests before the first eviction, at least 200): the
+    same information Marconi's α tuning gets, no future requests.
+    """
+
+    refresh = "path"
+    plan: ClassVar[Plan | None] = None
+    min_online_window: ClassVar[int] = 200
+
+    def __init__(self, cost, config, workload):
+        super().__init__(cost, config, workload)
+        cap = config.capacity.total_bytes or 0
+        self.rules = self.plan or default_plan(cost.model, cost.fingerprint(),
+                                               workload.block_size, self.chunk, cap)
+        self.planned_online: int | None = None
+        self.seen = SeenPrefixes()
+        self.index: ClassOffsetLRU | None = None
+        self.cls: dict[int, str] = {}          # node uid → reuse class
+        self.pending: dict[int, str] = {}      # depth → class of this request's states
+        self.next_request = 0
+
+    @classmethod
+    def with_plan(cls, plan: Plan) -> type[Planned]:
+        """This policy bound to `plan` (not registered; its results are named 'planned')."""
+        return type("PlannedWithPlan", (cls,), {"plan": plan})
+
+    # ------------------------------------------------------------------ hooks
+    def capacity(self) -> Capacity:
+        mem, cap = self.rules.memory, self.config.capacity
+        if mem.pools == "split" and cap.total_bytes is not None:
+            return Capacity.split(cap.total_bytes, mem.state_fraction)
+        return cap
+
+    def make_index(self):
+        self.index = ClassOffsetLRU(self)
+        return self.index
+
+    def admit(self, seq, m):
+        rules, grid = self.rules.admission, self.chunk
+        n = seq.n_input
+        sight = self.seen.lookup(seq.ids, n)
+        seen_share = seq.tokens(sight.depth) / seq.input_tokens if seq.input_tokens else 0.0
+        fresh = seen_share < rules.fresh_threshold
+        ck: dict[int, str] = {}
+
+        def add(depth: int, cls: str) -> None:
+            d = seq.floor_grid(depth, grid)
+            if d <= m.hit_depth or seq.tokens(d) < rules.min_prefix_tokens:
+                return
+            if d not in ck or _RANK[cls] < _RANK[ck[d]]:
+                ck[d] = cls
+
+        for p in self.rules.pinned:
+            if len(p) <= n and seq.ids[:len(p)] == p:
+                add(len(p), PINNED)
+        if rules.branch_sighting and sight.passes >= rules.branch_sighting and \
+                0 < sight.depth < n:
+            add(sight.depth, BRANCH)
+        if rules.input_end and (rules.admit_fresh or not fresh):
+            end = n if seq.block == 1 else seq.floor_grid(n, seq.block)
+            add(end, FRESH if fresh else CONTINUATION)
+        if rules.output_end and len(seq.ids) > n and \
+                self.workload.requests[self.next_request].output_ids is not None:
+            add(len(seq.ids), OUTPUT)
+        if rules.stride_tokens:
+            step = rules.stride_tokens
+            t = (seq.tokens(sight.depth) // step + 1) * step
+            while t < seq.input_tokens:
+                add(_depth_at(seq, t), STRIDE)
+                t += step
+        self.pending = ck
+        if not ck:
+            return Admission(0, ())
+        return Admission(max(ck), tuple(sorted(ck)))
+
+    def after_request(self, replay, i):
+        req = replay.workload.requests[i]
+        self.seen.add(req.input_ids + req.output_ids if req.output_ids is not None
+                      else req.input_ids)
+        self.pending = {}
+        self.next_request = i + 1
+        if self.plan is None and self.planned_online is None and \
+                replay.first_eviction is not None:
+            window = max(self.min_online_window,
+                         self.config.bootstrap_multiplier * (replay.first_eviction + 1))
+            if i + 1 == window:
+                self._plan_online(replay, i + 1)
+
+    def describe(self):
+        out = {"rules": self.rules.rules_dict()}
+        if self.plan is None:
+            out["planned_online_at_request"] = self.planned_online
+        return out
+
+    # ------------------------------------------------------------------ classes
+    def node_class(self, node) -> str:
+        cls = self.cls.get(node.uid)
+        if cls is None:
+            cls = self.pending.get(node.depth, FRESH)
+            self.cls[node.uid] = cls
+        if len(node.children) == 1 and node.ckpt and cls not in (BRANCH, PINNED):
+            return PASSED
+        return cls
+
+    def offset(self, node) -> float:
+        return self.rules.eviction.offset(self.node_class(node))
+
+    # ------------------------------------------------------------------ private
+    def _plan_online(self, replay, n: int) -> None:
+        from marconi.planner.plan import derive_plan
+        window = self.workload.__class__(
+            name=f"{self.workload.name}[:{n}]", requests=self.workload.requests[:n],
+            block_size=self.workload.block_size, kind=self.workload.kind)
+        cap = self.config.capacity.total_bytes
+        if cap is None:
+            return
+        result = derive_plan(window, self.cost, cap, chunk_tokens=self.config.chunk_tokens,
+                             memory_split=False)
+        self.rules = result.plan
+        self.planned_online = n
+        self.index.rekey()
+
+
+class ClassOffsetLRU:
+    """Eviction index for `Planned`: a min-heap on ``last_access + offset[class]``.
+
+    Same conventions as `marconi.runtime.eviction`: `update` bumps the node's stamp and
+    pushes a fresh entry (stale ones are skipped), locked nodes met at the top are set
+    aside until `release()`, ties go to the older node.
+    """
+
+    def __init__(self, policy: Planned):
+        self.policy = policy
+        self.cache = None
+        self.heap: list = []
+        self.held: list = []
+        self.live = 0
+
+    def bind(self, cache) -> None:
+        self.cache = cache
+
+    def update(self, node) -> None:
+        node.stamp += 1
+        cand = node.alive and ((node.ckpt and len(node.children) <= 1) or not node.children)
+        self.live += cand - node.cand
+        node.cand = cand
+        if cand:
+            key = node.last_access + self.policy.offset(node)
+            heapq.heappush(self.heap, (key, node.uid, node.stamp, node))
+        if len(self.heap) > 4 * self.live + 4096:
+            self.heap = [e for e in self.heap if e[2] == e[3].stamp]
+            heapq.heapify(self.heap)
+
+    def victim(self):
+        heap = self.heap
+        while heap:
+            entry = heap[0]
+            node = entry[3]
+            if entry[2] != node.stamp:
+                heapq.heappop(heap)
+            elif node.lock_ref:
+                self.held.append(heapq.heappop(heap))
+            else:
+                return node, (REMOVE if not node.children else DROP_STATE)
+        return None
+
+    def release(self) -> None:
+        for entry in self.held:
+            heapq.heappush(self.heap, entry)
+        self.held.clear()
+
+    def rekey(self) -> None:
+        """Re-push every candidate after the offsets changed."""
+        nodes = [e[3] for e in self.heap if e[2] == e[3].stamp]
+        self.heap = []
+        for node in nodes:
+            node.cand = False
+            self.live -= 1
+            self.update(node)
+
+
+def _depth_at(seq, tokens: int) -> int:
+    """Deepest depth of `seq` covering at most `tokens` tokens of its input."""
+    if seq.block == 1:
+        return tokens
+    return min(tokens // seq.block, seq.n_input)

@@ -1,0 +1,518 @@
+"""PrefixCache: a radix tree over ids whose nodes hold KV and recurrent-state checkpoints.
+
+A node owns the KV of its edge (the ids between its parent and itself) and, optionally, one
+checkpoint: the recurrent state of every layer after its last id (`ckpt`). A recurrent state
+can only be resumed at exactly the position it was taken, so a request *hits* the deepest
+node on its path that holds a checkpoint, and only if every id above it is cached
+(background/marconi.md §1.2). A match that ends inside an edge never hits that edge's
+checkpoint (the original simulator's bug 3, §9).
+
+Dense caches (`stride`, used by the per-block baselines) also hold a state at every
+position inside an edge whose depth is a multiple of `stride`; a dense edge therefore keeps
+``interior = (depth−1)//stride − start//stride`` states plus its end checkpoint.
+
+Memory is byte-exact against a `Capacity`: ``kv_bytes_per_token`` per cached token and
+``state_bytes`` per checkpoint. Eviction is delegated to an `EvictionIndex` (a small strategy
+object, `marconi.runtime.eviction`) that proposes victims without rescanning the tree.
+Requests in flight lock their path (`inc_lock`/`dec_lock`); locked nodes are never evicted,
+and an insert that cannot fit even after evicting everything unlocked is refused (nothing
+is inserted), so occupancy never exceeds capacity.
+
+Time comes from an injected `clock` (`TraceClock`, set from trace timestamps by the
+simulator), never from the wall.
+
+Structural rules (checked by `check()`): a checkpoint-less node left with one child by an
+eviction is merged into it; a checkpoint-less leaf left by an eviction is removed (a dense
+one is trimmed back to its last interior state). Leaves without a checkpoint are only
+created by inserts that ask for them (vLLM keeps KV past its last state).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Iterator, NamedTuple, Protocol
+
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.seq import Seq
+
+REMOVE = "remove"            # evict a leaf: its KV and its states (dense leaves: trimmed)
+DROP_STATE = "drop_state"    # evict one node's checkpoint, keep its KV
+
+
+class TraceClock:
+    """Trace time in milliseconds; the simulator advances it to each arrival."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+
+class Node:
+    __slots__ = ("key", "parent", "children", "depth", "tokens", "ckpt", "last_access",
+                 "state_access", "lock_ref", "uid", "stamp", "cand", "eff", "alive", "doomed")
+
+    def __init__(self, key: tuple, parent: Node | None, depth: int, tokens: int, uid: int,
+                 now: float):
+        self.key = key                    # ids of the edge from the parent
+        self.parent = parent
+        self.children: dict[int, Node] = {}
+        self.depth = depth                # ids from the root to the end of the edge
+        self.tokens = tokens              # tokens from the root to the end of the edge
+        self.ckpt = False                 # holds a state at its end
+        self.last_access = now            # recency of the KV path (policy decides refresh)
+        self.state_access = now           # last time its checkpoint was created or consumed
+        self.lock_ref = 0
+        self.uid = uid                    # creation order: deterministic tie-break
+        self.stamp = 0                    # eviction-index version (lazy invalidation)
+        self.cand = False                 # eviction index: currently a candidate
+        self.eff = 0.0                    # eviction index: cached score term
+        self.alive = True
+        self.doomed = False               # tidy when its lock is released
+
+    @property
+    def start(self) -> int:
+        return self.depth - len(self.key)
+
+    def __repr__(self) -> str:
+        return (f"Node(uid={self.uid}, depth={self.start}..{self.depth}, ckpt={self.ckpt}, "
+                f"children={len(self.children)}, lock={self.lock_ref})")
+
+
+class Match(NamedTuple):
+    """Where a request's input meets the tree (read-only)."""
+
+    hit_depth: int            # ids covered by the deepest checkpoint on the path (0 = miss)
+    hit_node: Node            # node holding that checkpoint (root on a miss)
+    depth: int                # ids matched in KV, a partial last edge included
+    node: Node                # deepest node whose whole edge matched
+    partial: Node | None      # child matched only partly (`depth` lies inside its edge)
+
+
+class EvictionIndex(Protocol):
+    """Strategy that orders eviction candidates (see `marconi.runtime.eviction`)."""
+
+    def bind(self, cache: PrefixCache) -> None: ...
+    def update(self, node: Node) -> None: ...          # node created/changed/removed
+    def victim(self) -> tuple[Node, str] | None: ...   # next unlocked victim and action
+    def release(self) -> None: ...                     # end of an eviction round
+
+
+class PrefixCache:
+    def __init__(self, kv_bytes_per_token: int, state_bytes: int, capacity: Capacity,
+                 index: EvictionIndex, clock: TraceClock | None = None,
+                 stride: int | None = None, block: int = 1):
+        self.kpt = int(kv_bytes_per_token)
+        self.sb = int(state_bytes)
+        self.capacity = capacity
+        self.clock = clock or TraceClock()
+        self.stride = stride              # dense checkpoints every `stride` ids, or None
+        self.block = block                # tokens per id (for trimming dense leaves)
+        self.id_tokens: dict[int, int] = {}   # ids shorter than `block` (partial blocks)
+        self._uids = itertools.count(1)
+        self.root = Node((), None, 0, 0, 0, self.clock.now)
+        self.kv_used = self.state_used = 0
+        self.locked_kv = self.locked_state = 0
+        self.peak_occupancy = 0.0
+        self.peak_bytes = 0
+        self.checkpoints_admitted = self.checkpoints_evicted = 0
+        self.evictions = self.rejected = 0
+        self.index = index
+        index.bind(self)
+
+    # ------------------------------------------------------------------ public API
+    def match(self, seq: Seq, n: int) -> Match:
+        """Walk the first `n` ids of `seq`; the hit is the deepest checkpoint passed."""
+        ids, s = seq.ids, self.stride
+        node = hit_node = self.root
+        d = hit = 0
+        while d < n:
+            child = node.children.get(ids[d])
+            if child is None:
+                break
+            k = len(child.key)
+            if d + k <= n and ids[d:d + k] == child.key:
+                d += k
+                node = child
+                if child.ckpt:
+                    hit_node, hit = child, d
+                elif s and (d - 1) // s * s > d - k:        # last interior grid state
+                    hit_node, hit = child, (d - 1) // s * s
+                continue
+            j = _common_prefix(child.key, ids, d, n)
+            if s and (d + j) // s * s > d:
+                hit_node, hit = child, (d + j) // s * s
+            return Match(hit, hit_node, d + j, node, child)
+        return Match(hit, hit_node, d, node, None)
+
+    def insert(self, seq: Seq, length: int, checkpoints: Iterable[int] = (),
+               start: Match | None = None) -> Node | None:
+        """Cache the first `length` ids of `seq` with states at `checkpoints` (depths ≤ length).
+
+        Evicts (respecting locks) to make room; returns the node ending at `length`, or None
+        when the entry cannot fit (nothing is inserted then). `start` (a `match` of the same
+        seq on the unchanged tree) lets the walk resume where the match stopped.
+        """
+        ids, s, now = seq.ids, self.stride, self.clock.now
+        checkpoints = frozenset(checkpoints)
+        node, d = self.root, 0
+        if start is not None and start.node.depth <= length:
+            node, d = start.node, start.node.depth
+        child, j = None, 0
+        while d < length:                                   # the part already cached
+            c = node.children.get(ids[d])
+            if c is None:
+                break
+            k = len(c.key)
+            if d + k <= length and ids[d:d + k] == c.key:
+                node, d = c, d + k
+                continue
+            child, j = c, _common_prefix(c.key, ids, d, length)
+            break
+        x = d + j
+        bottom = child if child is not None else node
+        old = [c for c in checkpoints if c <= x and not self._has_state(bottom, c)]
+        segments = sorted({c for c in checkpoints if c > x} | {length}) if length > x else []
+        states = len(old)
+        a = x
+        for b in segments:
+            states += self._interior(a, b) + (b in checkpoints or bool(s and b % s == 0))
+            a = b
+        kv_need = self.kpt * (seq.tokens(length) - seq.tokens(x)) if length > x else 0
+
+        self.inc_lock(bottom)
+        if not self.evict(kv_need, states * self.sb):
+            self.dec_lock(bottom)
+            self.rejected += 1
+            return None
+        if child is not None and (segments or x in checkpoints):
+            node, child = self._split(child, j, seq.tokens(x)), None
+        top = node if child is None else child              # the path's deepest node
+        for c in sorted(old, reverse=True):
+            n = self._locate(top, c)
+            if c < n.depth:
+                n = self._split(n, c - n.start, seq.tokens(c))
+            if not self._has_state(n, c):
+                self._add_ckpt(n)
+        if segments and s and seq.block > 1:
+            for i, t in seq.short_ids():
+                self.id_tokens[i] = t
+        a = x
+        for b in segments:                                  # the new part: a chain of nodes
+            new = Node(ids[a:b], node, b, seq.tokens(b), next(self._uids), now)
+            new.ckpt = b in checkpoints or bool(s and b % s == 0)
+            node.children[ids[a]] = new
+            n_states = self._interior(a, b) + new.ckpt
+            self.kv_used += self.kpt * (new.tokens - node.tokens)
+            self.state_used += n_states * self.sb
+            self.checkpoints_admitted += n_states
+            if node is not self.root:
+                self.index.update(node)
+            self.index.update(new)
+            node, a = new, b
+        self.dec_lock(bottom)
+        self._note_peak()
+        return node if child is None else top
+
+    def consume(self, node: Node, refresh_path_recency: bool) -> None:
+        """A request resumes from `node`'s checkpoint: its state is fresh again; with
+        `refresh_path_recency` (Marconi: refresh only the consumed node) so is its KV."""
+        now = self.clock.now
+        node.state_access = now
+        if refresh_path_recency:
+            node.last_access = now
+        self.index.update(node)
+
+    def touch_path(self, node: Node) -> None:
+        """Refresh `node` and all its ancestors (SGLang's and vLLM's whole-path recency)."""
+        now, root, update = self.clock.now, self.root, self.index.update
+        while node is not root:
+            if node.last_access != now:
+                node.last_access = now
+                update(node)
+            node = node.parent
+
+    def inc_lock(self, node: Node) -> None:
+        """Pin `node` and its ancestors (an in-flight request uses their KV and state)."""
+        while node is not self.root:
+            if node.lock_ref == 0:
+                self.locked_kv += self._kv(node)
+                self.locked_state += self._states(node) * self.sb
+            node.lock_ref += 1
+            node = node.parent
+
+    def dec_lock(self, node: Node) -> None:
+        """Undo one `inc_lock(node)`; tidies nodes an eviction could not tidy while locked."""
+        doomed = []
+        while node is not self.root:
+            node.lock_ref -= 1
+            if node.lock_ref == 0:
+                self.locked_kv -= self._kv(node)
+                self.locked_state -= self._states(node) * self.sb
+                if node.doomed:
+                    doomed.append(node)
+            node = node.parent
+        for n in doomed:
+            n.doomed = False
+            if n.alive:
+                self._tidy(n)
+
+    def evict(self, kv_need: int, state_need: int) -> bool:
+        """Evict until `kv_need` more KV bytes and `state_need` more state bytes fit."""
+        cap = self.capacity
+        if cap.fits(self.kv_used + kv_need, self.state_used + state_need):
+            return True
+        if not cap.fits(self.locked_kv + kv_need, self.locked_state + state_need):
+            return False
+        try:
+            while not cap.fits(self.kv_used + kv_need, self.state_used + state_need):
+                v = self.index.victim()
+                if v is None:
+                    raise RuntimeError("eviction index has no victim while unlocked bytes "
+                                       "remain; the index misses a candidate")
+                self.evict_node(*v, kv_need=kv_need, state_need=state_need)
+        finally:
+            self.index.release()
+        return True
+
+    def evict_node(self, node: Node, action: str, kv_need: int = 0,
+                   state_need: int = 0) -> None:
+        """Carry out one eviction: `DROP_STATE` of `node`, or `REMOVE` the leaf `node` (a
+        dense leaf only loses as many tail blocks as the pending request needs)."""
+        assert node.lock_ref == 0 and node is not self.root, node
+        self.evictions += 1
+        if action == DROP_STATE:
+            self._drop_state(node)
+        elif self.stride and (kv_need or state_need):
+            self._trim(node, kv_need, state_need)
+        else:
+            self._remove_leaf(node)
+
+    def clone(self, index: EvictionIndex) -> PrefixCache:
+        """An independent copy (same uids, times and counters) ordered by `index`."""
+        new = PrefixCache(self.kpt, self.sb, self.capacity, index, TraceClock(self.clock.now),
+                          self.stride, self.block)
+        for name in ("kv_used", "state_used", "locked_kv", "locked_state", "peak_occupancy",
+                     "peak_bytes", "checkpoints_admitted", "checkpoints_evicted",
+                     "evictions", "rejected"):
+            setattr(new, name, getattr(self, name))
+        new.id_tokens = dict(self.id_tokens)
+        new._uids = itertools.count(max(n.uid for n in self.nodes()) + 1)
+        stack = [(self.root, new.root)]
+        copies = []
+        while stack:
+            old, cp = stack.pop()
+            for first, oc in old.children.items():
+                c = Node(oc.key, cp, oc.depth, oc.tokens, oc.uid, oc.last_access)
+                c.ckpt, c.state_access, c.lock_ref = oc.ckpt, oc.state_access, oc.lock_ref
+                cp.children[first] = c
+                copies.append(c)
+                stack.append((oc, c))
+        for c in copies:
+            index.update(c)
+        return new
+
+    def nodes(self) -> Iterator[Node]:
+        """Every node, root first (iterative DFS)."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(node.children.values())
+
+    def hit_tokens(self, seq: Seq, m: Match) -> int:
+        return seq.tokens(m.hit_depth) if m.hit_depth else 0
+
+    @property
+    def used_bytes(self) -> int:
+        return self.kv_used + self.state_used
+
+    @property
+    def occupancy(self) -> float:
+        return self.capacity.occupancy(self.kv_used, self.state_used)
+
+    def check(self, kv_only_leaves: bool = False) -> None:
+        """Recount everything and assert the invariants (tests only: O(tree)).
+
+        With nothing in flight: no locks; a node with one child holds a checkpoint; a leaf
+        holds one too unless the policy inserts checkpoint-less KV (`kv_only_leaves`).
+        """
+        kv = st = 0
+        for node in self.nodes():
+            for first, c in node.children.items():
+                assert c.alive and c.parent is node and c.key and c.key[0] == first, c
+                assert c.depth == node.depth + len(c.key) and c.tokens > node.tokens, c
+            if node is self.root:
+                continue
+            assert node.lock_ref == 0 and not node.doomed, node
+            if len(node.children) == 1:
+                assert node.ckpt, f"checkpoint-less single-child node {node}"
+            if not node.children:
+                assert node.ckpt or kv_only_leaves, f"checkpoint-less leaf {node}"
+            kv, st = kv + self._kv(node), st + self._states(node) * self.sb
+        assert (kv, st) == (self.kv_used, self.state_used), (kv, st, self.kv_used,
+                                                             self.state_used)
+        assert self.locked_kv == self.locked_state == 0
+        assert self.capacity.fits(kv, st), (kv, st, self.capacity)
+
+    # ------------------------------------------------------------------ private helpers
+    def _kv(self, node: Node) -> int:
+        return self.kpt * (node.tokens - node.parent.tokens)
+
+    def _interior(self, start: int, end: int) -> int:
+        s = self.stride
+        return (end - 1) // s - start // s if s else 0
+
+    def _states(self, node: Node) -> int:
+        return self._interior(node.start, node.depth) + node.ckpt
+
+    def _has_state(self, node: Node, depth: int) -> bool:
+        """Is there a state at `depth` on the path ending in `node`?"""
+        if depth == 0:
+            return True
+        n = self._locate(node, depth)
+        return (depth == n.depth and n.ckpt) or bool(self.stride and depth % self.stride == 0)
+
+    @staticmethod
+    def _locate(node: Node, depth: int) -> Node:
+        """The node on the path to `node` whose edge holds position `depth` (≥ 1)."""
+        while node.depth - len(node.key) >= depth:
+            node = node.parent
+        return node
+
+    def _note_peak(self) -> None:
+        occ = self.capacity.occupancy(self.kv_used, self.state_used)
+        if occ > self.peak_occupancy:
+            self.peak_occupancy = occ
+        used = self.kv_used + self.state_used
+        if used > self.peak_bytes:
+            self.peak_bytes = used
+
+    def _split(self, node: Node, j: int, tokens: int) -> Node:
+        """Cut `node`'s edge after `j` ids; returns the new upper node (no bytes change)."""
+        upper = Node(node.key[:j], node.parent, node.start + j, tokens, next(self._uids),
+                     self.clock.now)
+        upper.ckpt = bool(self.stride and upper.depth % self.stride == 0)
+        upper.lock_ref = node.lock_ref
+        node.parent.children[node.key[0]] = upper
+        node.key = node.key[j:]
+        node.parent = upper
+        upper.children[node.key[0]] = node
+        self.index.update(upper)
+        self.index.update(node)
+        return upper
+
+    def _add_ckpt(self, node: Node) -> None:
+        node.ckpt = True
+        node.state_access = self.clock.now
+        self.state_used += self.sb
+        self.checkpoints_admitted += 1
+        if node.lock_ref:
+            self.locked_state += self.sb
+        self.index.update(node)
+
+    def _drop_state(self, node: Node) -> None:
+        node.ckpt = False
+        self.state_used -= self.sb
+        self.checkpoints_evicted += 1
+        self.index.update(node)
+        if len(node.children) == 1:
+            self._merge(node)
+
+    def _remove_leaf(self, node: Node) -> None:
+        parent = node.parent
+        n = self._states(node)
+        self.kv_used -= self._kv(node)
+        self.state_used -= n * self.sb
+        self.checkpoints_evicted += n
+        del parent.children[node.key[0]]
+        node.alive = False
+        self.index.update(node)
+        self._tidy(parent)
+
+    def _merge(self, node: Node) -> None:
+        """Fold a checkpoint-less single-child node into its child (no bytes change)."""
+        (child,) = node.children.values()
+        child.key = node.key + child.key
+        child.parent = node.parent
+        node.parent.children[node.key[0]] = child
+        child.last_access = max(child.last_access, node.last_access)
+        node.alive = False
+        node.children = {}
+        self.index.update(node)
+        self.index.update(child)
+
+    def _tidy(self, node: Node) -> None:
+        """After `node` lost a child or its state: merge or remove it if it became useless."""
+        while node is not self.root and node.alive:
+            self.index.update(node)
+            if node.ckpt or len(node.children) >= 2:
+                return
+            if node.lock_ref:
+                node.doomed = True
+                return
+            if node.children:
+                self._merge(node)
+                return
+            if self._interior(node.start, node.depth):      # dense: keep its last state
+                self._trim_to_grid(node)
+                return
+            parent = node.parent
+            self.kv_used -= self._kv(node)
+            del parent.children[node.key[0]]
+            node.alive = False
+            self.index.update(node)
+            node = parent
+
+    def _trim(self, node: Node, kv_need: int, state_need: int) -> None:
+        """Free a dense leaf's tail one grid step at a time until the request fits (vLLM
+        frees a request's blocks tail first); the whole leaf once no interior state is left."""
+        s, cap, kpt, sb = self.stride, self.capacity, self.kpt, self.sb
+        start, depth, tokens = node.start, node.depth, node.tokens
+        kv_used, state_used = self.kv_used, self.state_used
+        key, block, short = node.key, self.block, self.id_tokens
+        steps, whole = 0, False
+        while not cap.fits(kv_used + kv_need, state_used + state_need):
+            g = (depth - 1) // s * s
+            if g <= start:
+                whole = True
+                break
+            removed = sum(short.get(i, block) for i in key[g - start:depth - start])
+            depth, tokens = g, tokens - removed
+            kv_used -= kpt * removed
+            state_used -= sb
+            steps += 1
+        if steps:
+            node.key = key[:depth - start]
+            node.depth, node.tokens = depth, tokens
+            self.kv_used, self.state_used = kv_used, state_used
+            self.checkpoints_evicted += steps
+        if whole:
+            self._remove_leaf(node)
+
+    def _trim_to_grid(self, node: Node) -> None:
+        """Cut a checkpoint-less dense leaf back to its last interior state."""
+        s = self.stride
+        g = (node.depth - 1) // s * s
+        cut = node.key[g - node.start:]
+        removed = sum(self.id_tokens.get(i, self.block) for i in cut)
+        node.key = node.key[:g - node.start]
+        node.depth, node.tokens = g, node.tokens - removed
+        node.ckpt = True                       # the interior state at g is now its end
+        self.kv_used -= self.kpt * removed
+        self.index.update(node)
+
+
+def _common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
+    """Length of the common prefix of `key` and ``ids[d:n]`` (≥ 1 here: first ids agree)."""
+    hi = min(len(key), n - d)
+    lo = 1
+    if key[:hi] == ids[d:d + hi]:
+        return hi
+    while hi - lo > 1:                         # invariant: prefix lo agrees, prefix hi not
+        mid = (lo + hi) // 2
+        if key[lo:mid] == ids[d + lo:d + mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo

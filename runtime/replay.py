@@ -1,0 +1,85 @@
+"""Replay: push a workload's requests through one policy's `PrefixCache`, in arrival order.
+
+Per request (as the paper's simulator, background/marconi.md §5 "How arrivals are used"):
+the clock moves to the arrival time; the input is matched (the hit is recorded); the
+policy decides what to cache; the entry is inserted (evicting as needed, the matched path
+locked meanwhile) before the next request is looked up. A request's output is inserted
+with its input (for block traces as fresh ids that no later input can match).
+
+A `Replay` can be forked (the cache cloned) to continue the same history under another
+policy: Marconi's α tuner and the static-α sweep use that.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+from marconi.passes.cost_model import CostModel
+from marconi.runtime.prefix_cache import PrefixCache, TraceClock
+from marconi.runtime.seq import make_seq
+from marconi.runtime.workload import Workload
+
+Progress = Callable[[int, int], None]
+
+
+class Replay:
+    def __init__(self, workload: Workload, cost: CostModel, policy,
+                 cache: PrefixCache | None = None):
+        self.workload = workload
+        self.cost = cost
+        self.policy = policy
+        self.cache = cache if cache is not None else PrefixCache(
+            cost.kv_bytes_per_token, cost.state_bytes(), policy.capacity(),
+            policy.make_index(), TraceClock(), stride=policy.stride(),
+            block=workload.block_size)
+        self.hits = [0] * len(workload.requests)   # hit tokens per request
+        self.done = 0                              # requests replayed so far
+        self.first_eviction: int | None = None     # request during which eviction began
+        self.next_fresh = -1                       # next fresh (never-matching) id
+
+    def run(self, stop: int | None = None, progress: Progress | None = None,
+            every: int = 1000) -> None:
+        """Replay requests ``done … stop-1``."""
+        requests = self.workload.requests
+        stop = len(requests) if stop is None else stop
+        cache, policy, hits = self.cache, self.policy, self.hits
+        clock = cache.clock
+        fresh = itertools.count(self.next_fresh, -1)
+        path_refresh = policy.refresh == "path"
+        admit, after = policy.admit, policy.after_request
+        match, insert, consume, touch = cache.match, cache.insert, cache.consume, \
+            cache.touch_path
+        for i in range(self.done, stop):
+            r = requests[i]
+            if r.arrival_ms > clock.now:
+                clock.now = r.arrival_ms
+            seq = make_seq(r, fresh)
+            m = match(seq, seq.n_input)
+            if m.hit_depth:
+                hits[i] = seq.tokens(m.hit_depth)
+                consume(m.hit_node, not path_refresh)
+            length, checkpoints = admit(seq, m)
+            end = insert(seq, length, checkpoints, m)
+            if path_refresh:
+                touch(end if end is not None else (m.partial or m.node))
+            if self.first_eviction is None and cache.evictions:
+                self.first_eviction = i
+            self.done = i + 1
+            after(self, i)
+            if progress is not None and (i + 1) % every == 0:
+                progress(i + 1, len(requests))
+        self.next_fresh = next(fresh)
+        if progress is not None:
+            progress(self.done, len(requests))
+
+    def fork(self, policy) -> Replay:
+        """A copy of this replay's state that continues under `policy`."""
+        other = Replay.__new__(Replay)
+        other.workload, other.cost, other.policy = self.workload, self.cost, policy
+        other.cache = self.cache.clone(policy.make_index())
+        other.hits = list(self.hits)
+        other.done = self.done
+        other.first_eviction = self.first_eviction
+        other.next_fresh = self.next_fresh
+        return other

@@ -1,0 +1,159 @@
+"""Simulator: replay one workload under several policies and measure each.
+
+Metrics (the project's shared definitions; h = hit tokens, L = input tokens per request):
+
+- token hit rate   = Σ h / Σ L over all requests, warm-up included;
+- request hit rate = fraction of requests with h > 0;
+- FLOP savings     = Σ cost.saved_flops(h, L − h) / Σ cost.prefill_flops(L, 0);
+- peak occupancy   = the highest bytes in use after any insert / capacity (the fuller pool
+  when KV and states have separate pools; `infinite` ignores the capacity, so it reports
+  what an unbounded cache needed relative to it, and may exceed 1);
+- TTFT P50 / P95   = percentiles over requests of the `latency` model at (L − h, h).
+
+`simulate` runs policies one after another, or in `jobs` worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from marconi.passes.cost_model import CostModel
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.latency import get_device
+from marconi.runtime.policies import get_policy
+from marconi.runtime.workload import Workload
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimResult:
+    policy: str
+    token_hit_rate: float
+    request_hit_rate: float
+    flop_savings: float
+    peak_occupancy: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    requests: int
+    seconds: float
+    hit_tokens: int
+    input_tokens: int
+    saved_flops: float
+    prefill_flops: float
+    peak_bytes: int
+    checkpoints_admitted: int
+    checkpoints_evicted: int
+    evictions: int
+    rejected_inserts: int
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationReport:
+    model: str
+    trace: str
+    capacity_bytes: int | None
+    results: tuple[SimResult, ...]
+    workload: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "trace": self.trace,
+                "capacity_bytes": self.capacity_bytes,
+                "results": [r.to_dict() for r in self.results],
+                "workload": self.workload, "config": self.config}
+
+
+def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
+              params: dict[str, Any], seconds: float = 0.0) -> SimResult:
+    """Metrics of a finished `Replay` (see the module docstring)."""
+    requests = replay.workload.requests
+    L = np.fromiter((r.input_tokens for r in requests), dtype=np.float64, count=len(requests))
+    h = np.asarray(replay.hits, dtype=np.float64)
+    total = cost.prefill_flops(L, 0)
+    saved = total - cost.prefill_flops(L - h, h)
+    ttft = get_device(config.device).ttft_ms(cost, L - h, h)
+    p50, p95 = (np.percentile(ttft, [50, 95]) if len(ttft) else (0.0, 0.0))
+    cache = replay.cache
+    cap = config.capacity.total_bytes
+    peak_occ = cache.peak_occupancy
+    if cache.capacity.total_bytes is None:          # unbounded: relative to the budget asked
+        peak_occ = cache.peak_bytes / cap if cap else 0.0
+    return SimResult(
+        policy=policy,
+        token_hit_rate=float(h.sum() / L.sum()) if L.sum() else 0.0,
+        request_hit_rate=float((h > 0).mean()) if len(h) else 0.0,
+        flop_savings=float(saved.sum() / total.sum()) if total.sum() else 0.0,
+        peak_occupancy=float(peak_occ),
+        ttft_p50_ms=float(p50), ttft_p95_ms=float(p95),
+        requests=len(requests), seconds=seconds,
+        hit_tokens=int(h.sum()), input_tokens=int(L.sum()),
+        saved_flops=float(saved.sum()), prefill_flops=float(total.sum()),
+        peak_bytes=int(cache.peak_bytes),
+        checkpoints_admitted=cache.checkpoints_admitted,
+        checkpoints_evicted=cache.checkpoints_evicted,
+        evictions=cache.evictions, rejected_inserts=cache.rejected,
+        params=dict(params))
+
+
+def run_policy(name: str, workload: Workload, cost: CostModel, config: CacheConfig,
+               progress: Callable[[int, int], None] | None = None) -> SimResult:
+    """Replay `workload` under the policy registered as `name`, timed."""
+    cls = get_policy(name)
+    t0 = time.perf_counter()
+    result = cls.run(workload, cost, config, progress)
+    seconds = time.perf_counter() - t0
+    log.info("%s: token hit %.4f in %.2f s", name, result.token_hit_rate, seconds)
+    return dataclasses.replace(result, seconds=seconds)
+
+
+def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
+             policies: Sequence[str], jobs: int = 1,
+             progress: Callable[[str, int, int], None] | None = None) -> SimulationReport:
+    """Run every policy in `policies` on `workload`; `progress(policy, done, total)`."""
+    for name in policies:
+        get_policy(name)                          # fail on an unknown name before any work
+    if jobs > 1 and len(policies) > 1:
+        results = _run_parallel(workload, cost, config, policies, jobs)
+    else:
+        results = []
+        for name in policies:
+            cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
+            results.append(run_policy(name, workload, cost, config, cb))
+    return SimulationReport(model=cost.model, trace=workload.name,
+                            capacity_bytes=config.capacity.total_bytes,
+                            results=tuple(results), workload=workload.describe(),
+                            config={"chunk_tokens": config.chunk_tokens,
+                                    "block_tokens": config.block_tokens,
+                                    "device": config.device,
+                                    **config.capacity.describe()})
+
+
+_SHARED: tuple | None = None                      # inherited by forked workers
+
+
+def _worker(name: str) -> SimResult:
+    workload, cost, config = _SHARED
+    return run_policy(name, workload, cost, config)
+
+
+def _run_parallel(workload, cost, config, policies, jobs) -> list[SimResult]:
+    global _SHARED
+    _SHARED = (workload, cost, config)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(policies)), mp_context=ctx) as ex:
+            return list(ex.map(_worker, policies))
+    finally:
+        _SHARED = None

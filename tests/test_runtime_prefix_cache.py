@@ -1,0 +1,204 @@
+"""PrefixCache: the radix tree against a naive list-of-prefixes model, locks, accounting."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.eviction import LeafLRU
+from marconi.runtime.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
+from marconi.runtime.seq import Seq
+
+KPT, SB = 3, 50          # bytes of KV per token, bytes per checkpoint
+
+
+def tseq(ids) -> Seq:
+    ids = tuple(ids)
+    return Seq(ids, len(ids), len(ids), len(ids), 1)
+
+
+def make_cache(capacity=None, stride=None, state=None) -> PrefixCache:
+    cap = Capacity.unbounded() if capacity is None else Capacity(capacity, state)
+    return PrefixCache(KPT, SB, cap, LeafLRU(), TraceClock(), stride=stride)
+
+
+class NaiveCache:
+    """The obviously-correct model: a set of checkpointed prefixes; KV = their prefixes."""
+
+    def __init__(self, stride=None):
+        self.ckpts: set[tuple] = set()
+        self.stride = stride
+
+    def insert(self, ids, length, checkpoints):
+        ids = tuple(ids)
+        self.ckpts.update(ids[:c] for c in checkpoints)
+        if self.stride:
+            self.ckpts.update(ids[:c] for c in range(self.stride, length + 1, self.stride))
+
+    def kv(self) -> set[tuple]:
+        return {p[:i] for p in self.ckpts for i in range(1, len(p) + 1)}
+
+    def hit(self, query) -> int:
+        query = tuple(query)
+        return max((len(p) for p in self.ckpts if query[:len(p)] == p), default=0)
+
+    def remove_edge(self, path, start, depth):
+        self.ckpts -= {path[:i] for i in range(start + 1, depth + 1)}
+
+    def nbytes(self) -> tuple[int, int]:
+        return KPT * len(self.kv()), SB * len(self.ckpts)
+
+
+def path_ids(node) -> tuple:
+    parts = []
+    while node.parent is not None:
+        parts.append(node.key)
+        node = node.parent
+    return tuple(i for key in reversed(parts) for i in key)
+
+
+# ids from a 3-letter alphabet: many shared prefixes, partial-edge matches and splits
+id_lists = st.lists(st.integers(0, 2), min_size=1, max_size=9)
+ops = st.lists(st.tuples(st.sampled_from(["insert", "insert", "evict", "drop"]), id_lists,
+                         st.lists(st.integers(1, 9), max_size=3), st.integers(0, 1000)),
+               min_size=1, max_size=25)
+
+
+@pytest.mark.parametrize("stride", [None, 2], ids=["sparse", "dense-stride2"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops, queries=st.lists(id_lists, min_size=1, max_size=6))
+def test_tree_agrees_with_naive_model(stride, ops, queries):
+    cache, naive = make_cache(stride=stride), NaiveCache(stride)
+    for op, ids, cks, pick in ops:
+        if op == "insert":
+            seq = tseq(ids)
+            cps = sorted({c for c in cks if c <= len(ids)} | {len(ids)})
+            assert cache.insert(seq, len(ids), cps) is not None
+            naive.insert(ids, len(ids), cps)
+        else:
+            nodes = [n for n in cache.nodes() if n is not cache.root]
+            if op == "evict":
+                leaves = [n for n in nodes if not n.children]
+                if not leaves:
+                    continue
+                victim = leaves[pick % len(leaves)]
+                path, start, depth = path_ids(victim), victim.start, victim.depth
+                cache.evict_node(victim, REMOVE)
+                naive.remove_edge(path, start, depth)
+            else:
+                singles = [n for n in nodes if len(n.children) == 1 and n.ckpt
+                           and not (stride and n.depth % stride == 0)]
+                if not singles:
+                    continue
+                victim = singles[pick % len(singles)]
+                path = path_ids(victim)
+                cache.evict_node(victim, DROP_STATE)
+                naive.ckpts.discard(path)
+        cache.check()
+        assert (cache.kv_used, cache.state_used) == naive.nbytes()
+    for q in map(tuple, queries):
+        m = cache.match(tseq(q), len(q))
+        assert m.hit_depth == naive.hit(q), (q, naive.ckpts)
+        # the KV match is the longest prefix of q in the naive KV set
+        kv = naive.kv()
+        assert m.depth == max((i for i in range(len(q) + 1) if q[:i] in kv or i == 0))
+
+
+def test_partial_edge_match_never_hits():
+    """The artifact's bug 3 (background/marconi.md §9): after [1..5] then [1..7], the query
+    [1,2,6,7,9] diverges inside the first edge; it must not be credited the [6,7] edge."""
+    cache = make_cache()
+    cache.insert(tseq([1, 2, 3, 4, 5]), 5, [5])
+    cache.insert(tseq([1, 2, 3, 4, 5, 6, 7]), 7, [7])
+    m = cache.match(tseq([1, 2, 6, 7, 9]), 5)
+    assert (m.hit_depth, m.depth) == (0, 2)
+    assert cache.match(tseq([1, 2, 3, 4, 5, 6, 9]), 7).hit_depth == 5
+
+
+def test_byte_accounting_worked_example():
+    cache = make_cache()
+    cache.insert(tseq([1, 2, 3, 4]), 4, [4])          # KV 4 tokens, 1 state
+    assert (cache.kv_used, cache.state_used) == (4 * KPT, SB)
+    cache.insert(tseq([1, 2, 9]), 3, [2, 3])          # +1 token (9), states at 2 and 3
+    assert (cache.kv_used, cache.state_used) == (5 * KPT, 3 * SB)
+    assert cache.match(tseq([1, 2, 7]), 3).hit_depth == 2
+    cache.check()
+
+
+@pytest.mark.parametrize("state_pool", [None, 120], ids=["shared", "separate"])
+def test_capacity_is_never_exceeded_and_oversized_entries_are_refused(state_pool):
+    # capacity 200 B: a 10-token entry costs 10·3 + 50 = 80 B
+    cache = make_cache(capacity=200, state=state_pool)
+    for i in range(10):
+        assert cache.insert(tseq([100 + i] * 1 + list(range(9))), 10, [10]) is not None
+        assert cache.occupancy <= 1.0
+        cache.check()
+    # 60 tokens need 180 B of KV + 50 B of state > 200 B (or > the 80 B KV pool)
+    assert cache.insert(tseq(range(1000, 1060)), 60, [60]) is None
+    assert cache.rejected == 1
+    cache.check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seqs=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), min_size=2,
+                     max_size=30),
+       locks=st.lists(st.integers(0, 29), min_size=1, max_size=4))
+def test_locked_paths_are_never_evicted(seqs, locks):
+    cache = make_cache(capacity=300)                  # room for ~3 short entries
+    held = []
+    for i, ids in enumerate(seqs):
+        cache.insert(tseq(ids), len(ids), [len(ids)])
+        if i in locks:
+            m = cache.match(tseq(ids), len(ids))
+            if m.hit_depth:
+                cache.inc_lock(m.hit_node)
+                held.append((m.hit_node, path_ids(m.hit_node)))
+        for node, path in held:
+            assert node.alive
+            assert cache.match(tseq(path), len(path)).hit_depth == len(path)
+        assert cache.occupancy <= 1.0
+    for node, _ in held:
+        cache.dec_lock(node)
+    cache.check()
+
+
+def test_checkpoint_grid_rounds_hits_down():
+    """Dense stride 4: states at depths 4, 8 and at the insert end (10)."""
+    cache = make_cache(stride=4)
+    cache.insert(tseq(range(10)), 10, [10])
+    assert cache.state_used == 3 * SB
+    assert cache.match(tseq(list(range(7)) + [99]), 8).hit_depth == 4     # 7 matched → 4
+    assert cache.match(tseq(range(9)), 9).hit_depth == 8
+    assert cache.match(tseq(range(12)), 12).hit_depth == 10
+    cache.check()
+
+
+def test_dense_leaves_are_trimmed_tail_first():
+    # stride 2, 8 tokens: states at 2, 4, 6, 8: 8·3 + 4·50 = 224 B; capacity 250 B
+    cache = make_cache(capacity=250, stride=2)
+    cache.clock.now = 1.0
+    cache.insert(tseq(range(8)), 8, [8])
+    cache.clock.now = 2.0
+    # a new 2-token entry needs 2·3 + 50 = 56 B: 224 + 56 > 250, so one tail step
+    # (2 tokens + 1 state = 56 B) of the older leaf goes: 168 + 56 = 224 ≤ 250
+    cache.insert(tseq([50, 51]), 2, [2])
+    assert cache.match(tseq(range(8)), 8).hit_depth == 6
+    assert cache.used_bytes == 224
+    cache.check()
+
+
+def test_clone_is_independent_and_equal():
+    rng = random.Random(0)
+    cache = make_cache(capacity=400)
+    for _ in range(30):
+        ids = [rng.randrange(4) for _ in range(rng.randrange(1, 10))]
+        cache.insert(tseq(ids), len(ids), [len(ids)])
+    copy = cache.clone(LeafLRU())
+    copy.check()
+    assert sorted(path_ids(n) for n in copy.nodes()) == sorted(path_ids(n) for n in cache.nodes())
+    copy.insert(tseq([9, 9, 9]), 3, [3])
+    assert cache.match(tseq([9, 9, 9]), 3).hit_depth == 0
