@@ -321,7 +321,7 @@ DEFAULT_POLICY = "marconi"
 
 
 def wrap(model, plan=None, capacity=None, policy: str | None = None,
-         poison_freed: bool = False) -> CachedModel:
+         poison_freed: bool = False, cost: CostModel | None = None) -> CachedModel:
     """Put `model` behind a prefix cache.
 
     model:    our reference `HybridLM` or a supported Hugging Face hybrid model
@@ -330,6 +330,8 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
     capacity: bytes or a string ("2GiB"); overrides the plan's; default 1 GiB
     policy:   a registered policy name instead of a plan (default "marconi")
     poison_freed: fill freed pool slots with NaN (debugging, tests)
+    cost:     this model's CostModel if already built (`passes.build_cost_model`, "model"
+              layout); built here otherwise. Its byte sizes are checked against the cache.
     """
     from marconi.runtime.config import CacheConfig
     from marconi.runtime.model_adapters import adapter_for
@@ -338,7 +340,7 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
     from marconi.units import parse_capacity
 
     adapter = adapter_for(model)
-    cost = adapter.cost_model()
+    cost = cost if cost is not None else adapter.cost_model()
     cap = Capacity.shared(parse_capacity(capacity if capacity is not None else DEFAULT_CAPACITY,
                                          "capacity"))
     policy_cls = get_policy(policy or DEFAULT_POLICY, "policy")
