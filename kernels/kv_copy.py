@@ -13,7 +13,7 @@ block `block_table[b, pos // block_size]` at offset `pos % block_size`, and at r
 - scatter (save new tokens):         cache[block, offset] = work[cu[b] + i]   (start = cached length)
 
 A negative block id skips its tokens. Like `pool_copy`, the kernel moves 4-byte words (or
-bytes) through a per-pair pointer table, so one launch serves every layer, K and V, and any
+bytes), 16 bytes per access where alignment allows, through a per-pair offset table, so one launch serves every layer, K and V, and any
 dtype; vLLM's `gather_and_maybe_dequant_cache` and `reshape_and_cache_flash` do the same
 moves one layer per launch (planning-and-kernels.md §3.6).
 """
@@ -26,25 +26,23 @@ from typing import Sequence
 import torch
 
 from marconi.kernels._triton import tl, triton, use_triton
+from marconi.kernels.pool_copy import AddressTable, address_table
 
 
 @triton.jit
-def _kv_copy_kernel(table_ptr, block_table, cu_seqlens, start, n_tiles_t, max_blocks,
-                    BLOCK_SIZE: tl.constexpr, WORD_BYTES: tl.constexpr, GATHER: tl.constexpr,
+def _kv_copy_kernel(base, table_ptr, block_table, cu_seqlens, start, n_tiles_t, max_blocks,
+                    BLOCK_SIZE: tl.constexpr, VEC: tl.constexpr, GATHER: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_W: tl.constexpr):
     b = tl.program_id(0) // n_tiles_t
     tile = tl.program_id(0) % n_tiles_t
     entry = table_ptr + tl.program_id(1) * 6
-    if WORD_BYTES == 4:
-        cache = tl.load(entry + 0).to(tl.pointer_type(tl.int32))
-        work = tl.load(entry + 1).to(tl.pointer_type(tl.int32))
-    else:
-        cache = tl.load(entry + 0).to(tl.pointer_type(tl.uint8))
-        work = tl.load(entry + 1).to(tl.pointer_type(tl.uint8))
-    block_stride = tl.load(entry + 2)
-    token_stride = tl.load(entry + 3)
-    work_stride = tl.load(entry + 4)
-    row_len = tl.load(entry + 5)
+    # words from `base`, all multiples of VEC (host-checked): VEC-word accesses along a row
+    cache_off = tl.multiple_of(tl.load(entry + 0), VEC)
+    work_off = tl.multiple_of(tl.load(entry + 1), VEC)
+    block_stride = tl.multiple_of(tl.load(entry + 2), VEC)
+    token_stride = tl.multiple_of(tl.load(entry + 3), VEC)
+    work_stride = tl.multiple_of(tl.load(entry + 4), VEC)
+    row_len = tl.multiple_of(tl.load(entry + 5), VEC)
 
     seq_start = tl.load(cu_seqlens + b)
     seq_len = tl.load(cu_seqlens + b + 1) - seq_start
@@ -54,24 +52,29 @@ def _kv_copy_kernel(table_ptr, block_table, cu_seqlens, start, n_tiles_t, max_bl
     blk = tl.load(block_table + b * max_blocks + pos // BLOCK_SIZE, mask=ok_t, other=-1).to(tl.int64)
     ok_t = ok_t & (blk >= 0)
     offs_w = tl.program_id(2).to(tl.int64) * BLOCK_W + tl.arange(0, BLOCK_W)
+    offs_w = tl.max_contiguous(tl.multiple_of(offs_w, BLOCK_W), BLOCK_W)
     ok = ok_t[:, None] & (offs_w < row_len)[None, :]
-    cache_offs = (blk * block_stride + (pos % BLOCK_SIZE) * token_stride)[:, None] + offs_w[None, :]
-    work_offs = (seq_start + i).to(tl.int64)[:, None] * work_stride + offs_w[None, :]
+    cache_offs = cache_off + (blk * block_stride + (pos % BLOCK_SIZE) * token_stride)[:, None] + offs_w[None, :]
+    work_offs = work_off + (seq_start + i).to(tl.int64)[:, None] * work_stride + offs_w[None, :]
     if GATHER:
-        tl.store(work + work_offs, tl.load(cache + cache_offs, mask=ok), mask=ok)
+        tl.store(base + work_offs, tl.load(base + cache_offs, mask=ok), mask=ok)
     else:
-        tl.store(cache + cache_offs, tl.load(work + work_offs, mask=ok), mask=ok)
+        tl.store(base + cache_offs, tl.load(base + work_offs, mask=ok), mask=ok)
 
 
 @dataclass(frozen=True)
 class KVCopyPlan:
-    """The (cache, work) pairs one KV copy touches, as a device pointer table; build once."""
+    """The (cache, work) pairs one KV copy touches, as a device offset table; build once."""
 
     pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    table: torch.Tensor      # [n_pairs, 6] int64: cache, work, block/token/work strides, row length
+    table: torch.Tensor      # [n_pairs, 6] int64: cache, work offsets, block/token/work strides, row (words)
     block_size: int
-    word_bytes: int
+    addresses: AddressTable
     max_row_words: int
+
+    @property
+    def word_bytes(self) -> int:
+        return self.addresses.word_bytes
 
 
 def _check_pair(i: int, cache: torch.Tensor, work: torch.Tensor) -> None:
@@ -86,7 +89,7 @@ def _check_pair(i: int, cache: torch.Tensor, work: torch.Tensor) -> None:
 
 
 def kv_copy_plan(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> KVCopyPlan:
-    """Build the pointer table from (cache [NB, BS, *row], work [TOT, *row]) pairs."""
+    """Build the offset table from (cache [NB, BS, *row], work [TOT, *row]) pairs."""
     pairs = tuple((c, w) for c, w in pairs)
     if not pairs:
         raise ValueError("kv_copy: pairs: empty; expected at least one (cache, work) pair")
@@ -98,13 +101,12 @@ def kv_copy_plan(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> KVCopyPl
     row = [w[0].numel() * w.element_size() for _, w in pairs]
     strides = [(c.stride(0) * c.element_size(), c.stride(1) * c.element_size(), w.stride(0) * w.element_size())
                for c, w in pairs]
-    aligned = all(r % 4 == 0 for r in row) and all(s % 4 == 0 for st in strides for s in st) \
-        and all(t.data_ptr() % 4 == 0 for pair in pairs for t in pair)
-    word = 4 if aligned else 1
-    rows = [[c.data_ptr(), w.data_ptr(), st[0] // word, st[1] // word, st[2] // word, r // word]
+    addr = address_table([t for pair in pairs for t in pair], row + [s for st in strides for s in st])
+    n = addr.word_bytes
+    rows = [[addr.offset(c), addr.offset(w), st[0] // n, st[1] // n, st[2] // n, r // n]
             for (c, w), st, r in zip(pairs, strides, row)]
     table = torch.tensor(rows, dtype=torch.int64).to(pairs[0][0].device)
-    return KVCopyPlan(pairs, table, block_size, word, max(r[5] for r in rows))
+    return KVCopyPlan(pairs, table, block_size, addr, max(r[5] for r in rows))
 
 
 def _kv_copy(plan: KVCopyPlan, block_table: torch.Tensor, cu_seqlens: torch.Tensor,
@@ -119,9 +121,9 @@ def _kv_copy(plan: KVCopyPlan, block_table: torch.Tensor, cu_seqlens: torch.Tens
     n_tiles_t = triton.cdiv(max_len, block_t)
     grid = (b * n_tiles_t, len(plan.pairs), triton.cdiv(plan.max_row_words, block_w))
     assert grid[2] < 65536
-    _kv_copy_kernel[grid](plan.table, block_table.contiguous(), cu_seqlens.contiguous(),
-                          start.contiguous(), n_tiles_t, block_table.shape[1],
-                          BLOCK_SIZE=plan.block_size, WORD_BYTES=plan.word_bytes, GATHER=gather,
+    _kv_copy_kernel[grid](plan.addresses.base, plan.table, block_table.contiguous(),
+                          cu_seqlens.contiguous(), start.contiguous(), n_tiles_t, block_table.shape[1],
+                          BLOCK_SIZE=plan.block_size, VEC=plan.addresses.vec, GATHER=gather,
                           BLOCK_T=block_t, BLOCK_W=block_w)
 
 

@@ -8,11 +8,11 @@ copies `dst[dst_idx[i]] = src[src_idx[i]]` for every pair and every i:
 - restore: pairs (pool, working), src_idx = pool slots,   dst_idx = working rows
 - fork:    pairs (pool, pool),    src_idx = pool slots,   dst_idx = new pool slots
 
-The kernel never looks at dtypes: each pair is a base pointer, a slot stride and a row length
+The kernel never looks at dtypes: each pair is an address, a slot stride and a row length
 in a small int64 table (one row per pair), and rows are copied as 4-byte words (or bytes
-when some row is not word-aligned) in tiles. This is the pattern of SGLang's
-`copy_all_layer_kv_cache_tiled` (planning-and-kernels.md §3.6): one launch for every layer,
-however many there are.
+when some row is not word-aligned) in tiles, 16 bytes per access where alignment allows.
+This is the pattern of SGLang's `copy_all_layer_kv_cache_tiled` (planning-and-kernels.md
+§3.6): one launch for every layer, however many there are.
 """
 
 from __future__ import annotations
@@ -24,45 +24,78 @@ import torch
 
 from marconi.kernels._triton import tl, triton, use_triton
 
-_TABLE_COLS = 5  # src_ptr, dst_ptr, src_slot_stride, dst_slot_stride, row_len (stride/len in words)
-
 
 @triton.jit
-def _pool_copy_kernel(table_ptr, src_idx_ptr, dst_idx_ptr, n_copies,
-                      WORD_BYTES: tl.constexpr, BLOCK: tl.constexpr):
+def _pool_copy_kernel(base, table_ptr, src_idx_ptr, dst_idx_ptr, n_copies,
+                      VEC: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)                 # pair * n_copies + copy
     pair = pid // n_copies
     copy = pid % n_copies
     entry = table_ptr + pair * 5
-    if WORD_BYTES == 4:
-        src_base = tl.load(entry + 0).to(tl.pointer_type(tl.int32))
-        dst_base = tl.load(entry + 1).to(tl.pointer_type(tl.int32))
-    else:
-        src_base = tl.load(entry + 0).to(tl.pointer_type(tl.uint8))
-        dst_base = tl.load(entry + 1).to(tl.pointer_type(tl.uint8))
-    src_stride = tl.load(entry + 2)
-    dst_stride = tl.load(entry + 3)
-    row_len = tl.load(entry + 4)
+    # Offsets, strides and lengths are in words from `base` and multiples of VEC words
+    # (checked on the host); the hints let the compiler emit VEC-word loads and stores.
+    src_off = tl.multiple_of(tl.load(entry + 0), VEC)
+    dst_off = tl.multiple_of(tl.load(entry + 1), VEC)
+    src_stride = tl.multiple_of(tl.load(entry + 2), VEC)
+    dst_stride = tl.multiple_of(tl.load(entry + 3), VEC)
+    row_len = tl.multiple_of(tl.load(entry + 4), VEC)
     src_slot = tl.load(src_idx_ptr + copy).to(tl.int64)
     dst_slot = tl.load(dst_idx_ptr + copy).to(tl.int64)
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
     # Negative slots are padding; tiles past this pair's row length do nothing.
     ok = (offs < row_len) & ((tl.zeros_like(offs) + src_slot) >= 0) & ((tl.zeros_like(offs) + dst_slot) >= 0)
-    words = tl.load(src_base + src_slot * src_stride + offs, mask=ok)
-    tl.store(dst_base + dst_slot * dst_stride + offs, words, mask=ok)
+    words = tl.load(base + src_off + src_slot * src_stride + offs, mask=ok)
+    tl.store(base + dst_off + dst_slot * dst_stride + offs, words, mask=ok)
+
+
+@dataclass(frozen=True)
+class AddressTable:
+    """Tensors addressed as word offsets from one base allocation, for copy kernels.
+
+    Triton loses alignment through an integer-to-pointer cast, so tables hold offsets from a
+    real pointer argument (`base`, a one-word tensor of the same device) instead of raw
+    addresses; `vec` words divide every offset, stride and length, so copies vectorise.
+    """
+
+    base: torch.Tensor       # [1] int32 (word = 4 bytes) or uint8 (word = 1 byte)
+    word_bytes: int
+    vec: int                 # in words
+
+    def offset(self, t: torch.Tensor) -> int:
+        """Words from `base` to t's first element."""
+        return (t.data_ptr() - self.base.data_ptr()) // self.word_bytes
+
+
+def address_table(tensors: Sequence[torch.Tensor], byte_counts: Sequence[int]) -> AddressTable:
+    """Word size and vector width for copying rows of `tensors` whose strides and lengths,
+    in bytes, are `byte_counts`: the largest power of two up to 16 bytes dividing all."""
+    device = tensors[0].device
+    probe = torch.empty(1, dtype=torch.int32, device=device)
+    values = [t.data_ptr() - probe.data_ptr() for t in tensors] + list(byte_counts)
+    vec_bytes = 16
+    while vec_bytes > 1 and any(v % vec_bytes for v in values):
+        vec_bytes //= 2
+    if vec_bytes >= 4:
+        return AddressTable(probe, 4, vec_bytes // 4)
+    return AddressTable(probe.view(torch.uint8)[:1], 1, vec_bytes)
 
 
 @dataclass(frozen=True)
 class PoolCopyPlan:
     """The tensors one pool copy touches, as a device table; build once, reuse per copy.
 
-    `pairs` keeps the tensors alive (the table holds raw pointers into them).
+    `pairs` keeps the tensors alive (the table holds offsets into them).
     """
 
     pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    table: torch.Tensor      # [n_pairs, 5] int64 on the tensors' device
-    word_bytes: int          # 4 when every row, stride and base is word-aligned, else 1
+    table: torch.Tensor      # [n_pairs, 5] int64: src, dst offsets, slot strides, row length (words)
+    addresses: AddressTable
     max_row_words: int
+
+    @property
+    def word_bytes(self) -> int:
+        return self.addresses.word_bytes
 
 
 def _row_bytes(t: torch.Tensor) -> int:
@@ -83,20 +116,22 @@ def _check_pair(i: int, src: torch.Tensor, dst: torch.Tensor) -> None:
 
 
 def pool_copy_plan(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> PoolCopyPlan:
-    """Build the pointer table for `pool_copy` from (src, dst) tensor pairs `[slots, ...]`."""
+    """Build the offset table for `pool_copy` from (src, dst) tensor pairs `[slots, ...]`."""
     pairs = tuple((s, d) for s, d in pairs)
     if not pairs:
         raise ValueError("pool_copy: pairs: empty; expected at least one (src, dst) pair")
     for i, (s, d) in enumerate(pairs):
         _check_pair(i, s, d)
-    device = pairs[0][0].device
-    aligned = all(_row_bytes(s) % 4 == 0 and (t.stride(0) * t.element_size()) % 4 == 0
-                  and t.data_ptr() % 4 == 0 for s, d in pairs for t in (s, d))
-    word = 4 if aligned else 1
-    rows = [[s.data_ptr(), d.data_ptr(), s.stride(0) * s.element_size() // word,
-             d.stride(0) * d.element_size() // word, _row_bytes(s) // word] for s, d in pairs]
-    table = torch.tensor(rows, dtype=torch.int64).to(device)
-    return PoolCopyPlan(pairs, table, word, max(r[4] for r in rows))
+        if s.device != pairs[0][0].device:
+            raise ValueError(f"pool_copy: pairs[{i}]: on {s.device}; expected {pairs[0][0].device}")
+    tensors = [t for pair in pairs for t in pair]
+    byte_counts = [t.stride(0) * t.element_size() for t in tensors] + [_row_bytes(s) for s, _ in pairs]
+    addr = address_table(tensors, byte_counts)
+    w = addr.word_bytes
+    rows = [[addr.offset(s), addr.offset(d), s.stride(0) * s.element_size() // w,
+             d.stride(0) * d.element_size() // w, _row_bytes(s) // w] for s, d in pairs]
+    table = torch.tensor(rows, dtype=torch.int64).to(pairs[0][0].device)
+    return PoolCopyPlan(pairs, table, addr, max(r[4] for r in rows))
 
 
 def _pool_copy_launch(plan: PoolCopyPlan, src_idx: torch.Tensor, dst_idx: torch.Tensor,
@@ -108,12 +143,12 @@ def _pool_copy_launch(plan: PoolCopyPlan, src_idx: torch.Tensor, dst_idx: torch.
         return
     grid = (len(plan.pairs) * n_copies, triton.cdiv(plan.max_row_words, block))
     assert grid[1] < 65536, f"rows of {plan.max_row_words} words need a larger block than {block}"
-    _pool_copy_kernel[grid](plan.table, src_idx, dst_idx, n_copies,
-                            WORD_BYTES=plan.word_bytes, BLOCK=block)
+    _pool_copy_kernel[grid](plan.addresses.base, plan.table, src_idx, dst_idx, n_copies,
+                            VEC=plan.addresses.vec, BLOCK=block)
 
 
 def pool_copy(plan: PoolCopyPlan | Sequence[tuple[torch.Tensor, torch.Tensor]],
-              src_idx: torch.Tensor, dst_idx: torch.Tensor, block: int = 1024) -> None:
+              src_idx: torch.Tensor, dst_idx: torch.Tensor, block: int = 2048) -> None:
     """`dst[dst_idx[i]] = src[src_idx[i]]` for every (src, dst) pair, in one Triton launch.
 
     plan:    a `PoolCopyPlan` (or the pairs to build one from); every tensor `[slots, ...]`

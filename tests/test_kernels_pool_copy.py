@@ -140,7 +140,20 @@ def test_plan_table_layout():
     a, b = torch.zeros(4, 6), torch.zeros(3, 6)
     plan = pool_copy_plan([(a, b)])
     assert isinstance(plan, PoolCopyPlan)
-    assert plan.table.tolist() == [[a.data_ptr(), b.data_ptr(), 6, 6, 6]]
+    base = plan.addresses.base.data_ptr()
+    assert plan.word_bytes == 4
+    assert plan.table.tolist() == [[(a.data_ptr() - base) // 4, (b.data_ptr() - base) // 4, 6, 6, 6]]
+
+
+def test_vector_width_follows_alignment():
+    """16-byte aligned rows: 4-word accesses; 8-byte aligned: 2 words; a 6-byte row: bytes."""
+    pool = torch.zeros(8, 4, 8)
+    assert pool_copy_plan([(pool, pool)]).addresses.vec == 4
+    rows = pool.view(8, 32)[:, 2:8]               # 24-byte rows starting 8 bytes in
+    assert pool_copy_plan([(rows, rows)]).addresses.vec == 2
+    odd = torch.zeros(8, 6, dtype=torch.uint8)
+    plan = pool_copy_plan([(odd, odd)])
+    assert plan.word_bytes == 1 and plan.addresses.vec == 2
 
 
 @pytest.mark.gpu
