@@ -35,11 +35,14 @@ GiB = 1 << 30
 # ---------------------------------------------------------------- correctness preamble
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).nan_to_num(float("inf")).abs().max())
+    """max |a - b| relative to max(1, max |b|); NaN left in a counts as infinite."""
+    scale = max(1.0, float(b.float().abs().max()))
+    return float((a.float() - b.float()).nan_to_num(float("inf")).abs().max()) / scale
 
 
 def preamble(device: str) -> list[tuple[str, float, float]]:
-    """(name, max abs error kernel vs reference, tolerance) at small shapes on `device`."""
+    """(name, max error kernel vs reference relative to max(1, max |ref|), tolerance) at small
+    shapes on `device`."""
     from marconi.kernels import checkpoint_table
     from marconi.kernels.causal_conv import causal_conv1d_ckpt, causal_conv1d_ckpt_ref
     from marconi.kernels.kv_copy import kv_gather, kv_gather_ref
@@ -53,7 +56,7 @@ def preamble(device: str) -> list[tuple[str, float, float]]:
     def rnd(*shape):
         return torch.randn(*shape, generator=g).to(device)
 
-    tol = 5e-2 if device == "cuda" else 1e-4       # tl.dot is tf32 on the GPU
+    tol = 1e-2 if device == "cuda" else 1e-4       # tl.dot is tf32 on the GPU
     B, T = 2, 80
     table = checkpoint_table([[0, 16, 40, 41, T], [T - 1, 7]], [[0, 1, 2, 3, 4], [5, 6]], T, device)
     out = []
@@ -69,7 +72,7 @@ def preamble(device: str) -> list[tuple[str, float, float]]:
                                  block_q=16)
         y_r, h_r = ssd_scan_ckpt_ref(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[1], scales[1])
         read = [dequantize_ref(p, s) if int8 else p for p, s in zip(pools, scales)]
-        step = float(scales[1].max()) if int8 else 0.0
+        step = float(scales[1].max()) / max(1.0, float(h_r.abs().max())) if int8 else 0.0
         # int8: kernel and reference may round one value to neighbouring steps
         out.append((f"mamba2 scan+ckpt{' int8' if int8 else ''}",
                     max(_max_err(y_k, y_r), _max_err(h_k, h_r), _max_err(read[0][:7], read[1][:7])),
@@ -118,7 +121,8 @@ def _report_preamble(rows) -> bool:
     for name, err, tol in rows:
         good = err <= tol
         ok &= good
-        print(f"  {name:<24} max |kernel - ref| = {err:.2e}  (tol {tol:.0e})  {'ok' if good else 'FAIL'}")
+        print(f"  {name:<24} max |kernel - ref| / max(1, |ref|) = {err:.2e}  (tol {tol:.0e})  "
+              f"{'ok' if good else 'FAIL'}")
     return ok
 
 
@@ -150,9 +154,11 @@ def bench_pool_copy(layers=24, H=128, P=64, N=128, conv_dim=10240, width=4, slot
     src = torch.tensor([3, 17, 9, 30], dtype=torch.int32, device="cuda")[:restores]
     dst = torch.arange(restores, dtype=torch.int32, device="cuda")
     moved = 2 * restores * sum(s[0].numel() * s.element_size() for s, _ in pairs)
-    ms = _ms(lambda: pool_copy(plan, src, dst))
+    by_block = {blk: _ms(lambda blk=blk: pool_copy(plan, src, dst, block=blk)) for blk in (1024, 2048, 4096, 8192)}
+    block, ms = min(by_block.items(), key=lambda kv: kv[1])
     ms_loop = _ms(lambda: [d.index_copy_(0, dst.long(), s.index_select(0, src.long())) for s, d in pairs])
-    return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6, "ms_torch_per_layer_loop": ms_loop}
+    return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6, "block": block,
+            "ms_by_block": by_block, "ms_torch_per_layer_loop": ms_loop}
 
 
 def bench_kv_gather(layers=4, kv_heads=8, head_dim=128, block=16, seqs=4, tokens=4096):
@@ -166,8 +172,10 @@ def bench_kv_gather(layers=4, kv_heads=8, head_dim=128, block=16, seqs=4, tokens
     table = torch.randperm(n_blocks, device="cuda")[:seqs * blocks_per_seq].reshape(seqs, -1).int()
     cu = torch.arange(0, (seqs + 1) * tokens, tokens, dtype=torch.int32, device="cuda")
     moved = 2 * sum(w.numel() * w.element_size() for _, w in pairs)
-    ms = _ms(lambda: kv_gather(plan, table, cu, tokens))
-    return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6}
+    by_tile = {(bt, bw): _ms(lambda bt=bt, bw=bw: kv_gather(plan, table, cu, tokens, block_t=bt, block_w=bw))
+               for bt in (8, 16, 32) for bw in (128, 256, 512)}
+    tile, ms = min(by_tile.items(), key=lambda kv: kv[1])
+    return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6, "block_t_w": tile}
 
 
 def bench_scans(T=8192, n_ckpt=8):
@@ -332,12 +340,12 @@ def main(argv=None) -> int:
     pc = bench_pool_copy()
     results["pool_copy"] = pc
     print(f"pool copy, 24 layers x 4 restores ({pc['bytes_moved'] / GiB:.2f} GiB moved): {pc['ms']:.3f} ms, "
-          f"{pc['GBps']:.0f} GB/s = {pc['GBps'] / bw:.0%} of copy (target >= 70%); "
+          f"{pc['GBps']:.0f} GB/s = {pc['GBps'] / bw:.0%} of copy (target >= 70%; block {pc['block']}); "
           f"torch per-layer loop {pc['ms_torch_per_layer_loop']:.3f} ms")
     kv = bench_kv_gather()
     results["kv_gather"] = kv
     print(f"KV gather, 4 x 4096 tokens x 8 tensors: {kv['ms']:.3f} ms, {kv['GBps']:.0f} GB/s "
-          f"= {kv['GBps'] / bw:.0%} of copy")
+          f"= {kv['GBps'] / bw:.0%} of copy (tile {kv['block_t_w']})")
     sc = bench_scans()
     results["scans"] = sc
     for name, r in sc.items():
