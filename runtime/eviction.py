@@ -281,21 +281,13 @@ class FlopAware(_Heaps):
             return None
         e_lo = bounds[2][0]
         score = self.scorer(bounds[0][0], -bounds[1][0], e_lo, -bounds[3][0])
-        best, best_key = None, None
-        for seed in (self._top(self._t_min), self._top(self._e_min)):
-            if seed is not None:
-                node = seed[-1]
-                key = (score(node.last_access, node.eff), node.last_access, node.uid)
-                if best_key is None or key < best_key:
-                    best, best_key = node, key
-        if best is None:                                    # every candidate is locked
-            return None
         edges = np.maximum(self._edge_arr, e_lo)
         with np.errstate(invalid="ignore"):                 # empty buckets: inf - inf
-            lower = score(self._tops, edges)
+            lower = np.broadcast_to(score(self._tops, edges), edges.shape)   # spans may be 0
+        best, best_s, best_key = None, math.inf, None
         popped, visited = [], []
         for b in np.argsort(lower, kind="stable").tolist():
-            if not lower[b] <= best_key[0]:                 # NaN (empty) or too high
+            if not lower[b] <= best_s:                      # NaN (empty) or too high
                 break
             heap, edge = self._buckets[b], float(edges[b])
             visited.append(b)
@@ -305,18 +297,18 @@ class FlopAware(_Heaps):
                 if entry[-2] != node.stamp:
                     _heappop(heap)
                     continue
-                if score(entry[0], edge) > best_key[0]:
+                if score(entry[0], edge) > best_s:
                     break
                 popped.append((heap, _heappop(heap)))
                 if node.lock_ref:
                     continue
                 key = (score(entry[0], node.eff), entry[0], node.uid)
-                if key < best_key:
-                    best, best_key = node, key
+                if best_key is None or key < best_key:
+                    best, best_s, best_key = node, key[0], key
         for heap, entry in popped:
             _heappush(heap, entry)
         self._refresh_tops(visited)
-        return self._action(best)
+        return None if best is None else self._action(best)
 
     # -------------------------------------------------------------- helpers
     @staticmethod

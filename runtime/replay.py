@@ -34,6 +34,7 @@ class Replay:
             policy.make_index(), TraceClock(), stride=policy.stride(),
             block=workload.block_size)
         self.hits = [0] * len(workload.requests)   # hit tokens per request
+        self.hit_ids = [0] * len(workload.requests)  # hit ids (blocks) per request
         self.done = 0                              # requests replayed so far
         self.first_eviction: int | None = None     # request during which eviction began
         self.next_fresh = -1                       # next fresh (never-matching) id
@@ -43,7 +44,7 @@ class Replay:
         """Replay requests ``done … stop-1``."""
         requests = self.workload.requests
         stop = len(requests) if stop is None else stop
-        cache, policy, hits = self.cache, self.policy, self.hits
+        cache, policy, hits, hit_ids = self.cache, self.policy, self.hits, self.hit_ids
         clock = cache.clock
         fresh = itertools.count(self.next_fresh, -1)
         path_refresh = policy.refresh == "path"
@@ -58,6 +59,7 @@ class Replay:
             m = match(seq, seq.n_input)
             if m.hit_depth:
                 hits[i] = seq.tokens(m.hit_depth)
+                hit_ids[i] = m.hit_depth
                 consume(m.hit_node, not path_refresh)
             length, checkpoints = admit(seq, m)
             end = insert(seq, length, checkpoints, m)
@@ -79,6 +81,7 @@ class Replay:
         other.workload, other.cost, other.policy = self.workload, self.cost, policy
         other.cache = self.cache.clone(policy.make_index())
         other.hits = list(self.hits)
+        other.hit_ids = list(self.hit_ids)
         other.done = self.done
         other.first_eviction = self.first_eviction
         other.next_fresh = self.next_fresh

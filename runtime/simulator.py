@@ -4,6 +4,7 @@ Metrics (the project's shared definitions; h = hit tokens, L = input tokens per 
 
 - token hit rate   = Σ h / Σ L over all requests, warm-up included;
 - request hit rate = fraction of requests with h > 0;
+- block hit rate   = Σ hit ids / Σ input ids (blocks of a block-hash trace; tokens otherwise);
 - FLOP savings     = Σ cost.saved_flops(h, L − h) / Σ cost.prefill_flops(L, 0);
 - peak occupancy   = the highest bytes in use after any insert / capacity (the fuller pool
   when KV and states have separate pools; `infinite` ignores the capacity, so it reports
@@ -39,6 +40,7 @@ class SimResult:
     token_hit_rate: float
     request_hit_rate: float
     flop_savings: float
+    block_hit_rate: float           # Σ hit ids / Σ input ids (blocks of a block trace)
     peak_occupancy: float
     ttft_p50_ms: float
     ttft_p95_ms: float
@@ -94,6 +96,7 @@ def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
         policy=policy,
         token_hit_rate=float(h.sum() / L.sum()) if L.sum() else 0.0,
         request_hit_rate=float((h > 0).mean()) if len(h) else 0.0,
+        block_hit_rate=sum(replay.hit_ids) / max(1, sum(len(r.input_ids) for r in requests)),
         flop_savings=float(saved.sum() / total.sum()) if total.sum() else 0.0,
         peak_occupancy=float(peak_occ),
         ttft_p50_ms=float(p50), ttft_p95_ms=float(p95),
