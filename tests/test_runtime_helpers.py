@@ -7,11 +7,15 @@ tests whose arithmetic is worked out in comments.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from marconi.layers import LayerKind
 from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
 from marconi.runtime.workload import Request, Workload
+
+REPO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 
 def paper_7b_cost() -> CostModel:

@@ -1,20 +1,150 @@
-"""`marconi-plan simulate`: replay a trace through cache policies."""
+"""`marconi-plan simulate`: replay a trace through cache policies.
+
+    marconi-plan simulate MODEL --trace T --capacity C --policy p1,p2,… [--format json]
+
+Without --trace the built-in default workload is replayed (``--trace builtin:NAME`` picks
+another built-in one). Policies run one after another, or in `--jobs` processes.
+"""
 
 from __future__ import annotations
 
+import sys
+
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments)
+                                add_trace_arguments, capacity_from, dtypes_from, load_source)
+from marconi.cli.render import emit_json, table
+from marconi.units import format_bytes
 
 HELP = "replay a trace through cache policies and report hit rates, FLOP savings and TTFT"
-DESCRIPTION = HELP
+DESCRIPTION = ("Replay a trace (or the built-in workload) through prefix-cache policies for "
+               "MODEL at a given capacity, and report per policy: token and request hit "
+               "rates, FLOP savings, peak occupancy, checkpoints admitted/evicted and TTFT "
+               "percentiles from a latency model. See docs/simulator.md.")
+DEFAULT_POLICIES = "vllm-all,vllm-align,sglang,marconi,infinite"
+PROGRESS_MIN_REQUESTS = 2000          # shorter replays finish before a bar would help
 
 
 def add_arguments(p):
     add_model_argument(p)
-    add_trace_arguments(p, required=True)
+    add_trace_arguments(p, required=False)
     add_capacity_argument(p, required=True)
+    p.add_argument("--policy", default=DEFAULT_POLICIES, metavar="P1,P2,…",
+                   help=f"comma-separated policies (default: {DEFAULT_POLICIES}); known: "
+                        "vllm-all, vllm-align, sglang, marconi, marconi-static, infinite, and "
+                        "any policy registered later (planned)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run policies in this many processes (default 1)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="TOKENS",
+                   help="engine checkpoint grid: states only at multiples of TOKENS (default: "
+                        "exact positions)")
+    p.add_argument("--vllm-block-size", type=int, default=None, metavar="TOKENS",
+                   help="block of vllm-all / vllm-align (default: the trace's block, or 32 "
+                        "tokens for token traces)")
+    p.add_argument("--state-fraction", type=float, default=None, metavar="F",
+                   help="give states their own pool of F·capacity and KV the rest (default: "
+                        "one shared pool)")
+    p.add_argument("--device", default="jamba-1.5-mini-4xa100",
+                   help="latency profile for TTFT (jamba-1.5-mini-4xa100, h100)")
+    p.add_argument("--bootstrap-multiplier", type=int, default=5,
+                   help="Marconi's α-tuning window in multiples of the requests seen before "
+                        "the first eviction (default 5)")
+    p.add_argument("--recency", choices=("linear", "inverse"), default="linear",
+                   help="Marconi's recency term: last-access time (default) or the "
+                        "artifact's 1/(now - last access)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a built-in workload")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="replay only the first N requests of the trace")
     add_format_argument(p)
 
 
 def run(args) -> int:
-    raise NotImplementedError("simulate: runtime/ is not built yet")
+    from marconi.passes import build_cost_model
+    from marconi.runtime.capacity import Capacity
+    from marconi.runtime.config import CacheConfig
+    from marconi.runtime.latency import get_device
+    from marconi.runtime.policies import get_policy
+    from marconi.runtime.simulator import simulate
+
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    for name in policies:
+        get_policy(name)                              # unknown → exit 2 before any work
+    get_device(args.device)
+    total = capacity_from(args)
+    capacity = (Capacity.shared(total) if args.state_fraction is None
+                else Capacity.split(total, args.state_fraction))
+    config = CacheConfig(capacity, chunk_tokens=args.chunk_size,
+                         block_tokens=args.vllm_block_size,
+                         bootstrap_multiplier=args.bootstrap_multiplier,
+                         recency=args.recency, device=args.device)
+    workload = load_workload(args)
+    dtype, state_dtype = dtypes_from(args)
+    cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
+    progress = _progress_bar if (sys.stdout.isatty() and args.jobs <= 1 and
+                                 len(workload.requests) >= PROGRESS_MIN_REQUESTS) else None
+    report = simulate(workload, cost, config, policies, jobs=args.jobs, progress=progress)
+    if progress is not None:
+        sys.stderr.write("\n")
+    if args.format == "json":
+        emit_json(report.to_dict())
+    else:
+        print(render(report))
+    return 0
+
+
+def load_workload(args):
+    from marconi.runtime.generators import default_workload, named_workload
+    from marconi.runtime.workload import load_trace
+    if args.trace is None:
+        workload = default_workload(args.seed)
+    elif args.trace.startswith("builtin:"):
+        workload = named_workload(args.trace.split(":", 1)[1], args.seed)
+    else:
+        workload = load_trace(args.trace, block_size=args.block_size,
+                              skip_bad_lines=args.skip_bad_lines, limit=args.limit)
+    if args.limit is not None and len(workload.requests) > args.limit:
+        import dataclasses
+        workload = dataclasses.replace(workload, requests=workload.requests[:args.limit])
+    return workload
+
+
+def render(report) -> str:
+    w = report.workload
+    title = (f"{report.model} on {report.trace}: {w['requests']:,} requests, "
+             f"{w['input_tokens']:,} input tokens"
+             + (f", {w['block_size']}-token blocks" if w["block_size"] > 1 else "")
+             + (f" (inferred)" if w.get("block_size_inferred") else "")
+             + (f", {w['skipped_lines']} bad lines skipped" if w.get("skipped_lines") else "")
+             + f"; capacity {format_bytes(report.capacity_bytes)}"
+             + (f" ({report.config['state_bytes'] / report.capacity_bytes:.0%} for states)"
+                if report.config.get("state_bytes") else ""))
+    headers = ["policy", "token hit", "request hit", "FLOP savings", "peak occ.",
+               "TTFT p50 ms", "TTFT p95 ms", "ckpts in", "ckpts out", "seconds", "notes"]
+    rows = [[r.policy, r.token_hit_rate, r.request_hit_rate, r.flop_savings,
+             r.peak_occupancy, r.ttft_p50_ms, r.ttft_p95_ms, r.checkpoints_admitted,
+             r.checkpoints_evicted, r.seconds, _notes(r)] for r in report.results]
+    footer = ("Output tokens of a block-hash trace are unknown ids: they are cached as fresh "
+              "ids that no later input can hit." if w["kind"] == "block" else "")
+    return table(headers, rows, title=title) + ("\n" + footer if footer else "")
+
+
+def _notes(r) -> str:
+    notes = []
+    if "alpha" in r.params:
+        notes.append(f"alpha={r.params['alpha']}")
+        if r.params.get("tuned_at_request"):
+            notes.append(f"tuned at request {r.params['tuned_at_request']:,}")
+        elif "tuned_at_request" in r.params:
+            notes.append("not tuned (trace too short)")
+    if r.rejected_inserts:
+        notes.append(f"{r.rejected_inserts} inserts did not fit")
+    if r.policy == "infinite":
+        notes.append("unbounded")
+    return ", ".join(notes)
+
+
+def _progress_bar(policy: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r{policy:>16} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done:,}/{total:,}")
+    sys.stderr.flush()

@@ -1,0 +1,82 @@
+"""Simulator metrics against their definitions, the latency model, results as data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from marconi.errors import UserError
+from marconi.layers import LayerKind
+from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.latency import DEVICES
+from marconi.runtime.simulator import SimResult, run_policy, simulate
+from test_runtime_helpers import toy_cost, token_workload
+
+SEQS = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [1, 2, 9], [7, 8]]
+
+
+def test_metrics_follow_the_shared_definitions():
+    # non-linear FLOPs: F(n, p) = 2n + 0.5·n·p, so a hit saves more than its share
+    cost = toy_cost(kv_per_token=1, state=5, flops_per_token=2.0, attention_np=0.5)
+    w = token_workload(SEQS, outputs=[[5], [], [], []])
+    r = run_policy("infinite", w, cost, CacheConfig(Capacity.shared(1000)))
+    h = np.array([0, 5, 2, 0.0])                   # infinite: longest cached prefix
+    L = np.array([4, 6, 3, 2.0])
+    F = lambda n, p: 2 * n + 0.5 * n * p           # noqa: E731
+    assert r.token_hit_rate == pytest.approx(h.sum() / L.sum())
+    assert r.request_hit_rate == 0.5
+    assert r.flop_savings == pytest.approx((F(L, 0) - F(L - h, h)).sum() / F(L, 0).sum())
+    ttft = DEVICES["jamba-1.5-mini-4xa100"].overhead_ms + F(L - h, h) / \
+        DEVICES["jamba-1.5-mini-4xa100"].flops_per_ms
+    assert (r.ttft_p50_ms, r.ttft_p95_ms) == pytest.approx(tuple(np.percentile(ttft, [50, 95])))
+    assert (r.hit_tokens, r.input_tokens, r.requests) == (7, 15, 4)
+
+
+def jamba_like() -> CostModel:
+    """2 FLOPs per active parameter per token, 12B active (Jamba-1.5-Mini)."""
+    return CostModel("jamba-like", "bfloat16", "float32",
+                     (LayerCost(0, LayerKind.MLP, "all", flops=FlopPoly(c_n=2 * 12e9)),))
+
+
+@pytest.mark.parametrize("tokens", [1000, 8000, 32000])
+def test_jamba_profile_reproduces_the_artifact_table(tokens):
+    """≈ 17.8 ms + 52.96 ms per 1K tokens (background/marconi.md §5)."""
+    ttft = DEVICES["jamba-1.5-mini-4xa100"].ttft_ms(jamba_like(), tokens, 0)
+    assert ttft == pytest.approx(17.8 + 52.96 * tokens / 1000)
+
+
+def test_results_are_frozen_data_and_serialise():
+    w = token_workload(SEQS)
+    report = simulate(w, toy_cost(), CacheConfig(Capacity.shared(100)), ["sglang", "marconi"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.results[0].token_hit_rate = 1.0
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert [r["policy"] for r in doc["results"]] == ["sglang", "marconi"]
+    assert set(f.name for f in dataclasses.fields(SimResult)) <= set(doc["results"][0])
+
+
+def test_unknown_policy_fails_before_any_replay():
+    with pytest.raises(UserError, match="unknown policy 'nope'"):
+        simulate(token_workload(SEQS), toy_cost(), CacheConfig(Capacity.shared(100)),
+                 ["sglang", "nope"])
+
+
+def test_progress_callback_reports_the_end():
+    seen = []
+    simulate(token_workload(SEQS), toy_cost(), CacheConfig(Capacity.shared(100)),
+             ["sglang"], progress=lambda name, done, total: seen.append((name, done, total)))
+    assert seen[-1] == ("sglang", 4, 4)
+
+
+def test_separate_pools_bound_each_pool():
+    # 10 B of state pool holds one checkpoint (state 10 B); KV pool 90 B
+    cap = Capacity.split(100, 0.1)
+    w = token_workload([[1, 2, 3], [4, 5, 6], [1, 2, 3]])
+    r = run_policy("sglang", w, toy_cost(state=10), CacheConfig(cap))
+    # each insert evicts the only state: [4,5,6] pushes [1,2,3] out, no hit for r2
+    assert r.token_hit_rate == 0 and r.peak_occupancy == 1.0 and r.evictions == 2

@@ -1,0 +1,79 @@
+"""`marconi-plan simulate`: JSON shape, table, errors, parallel jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import marconi.passes
+from marconi.cli import main
+from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
+
+MODEL = str(REPO_EXAMPLES / "marconi-7b-hybrid.yaml")
+KEYS = {"policy", "token_hit_rate", "request_hit_rate", "flop_savings", "peak_occupancy",
+        "ttft_p50_ms", "ttft_p95_ms", "requests", "seconds"}
+
+
+@pytest.fixture
+def hand_built_model(monkeypatch):
+    """Skip tracing: the CLI gets the hand-built paper model (tests stay fast)."""
+    monkeypatch.setattr(marconi.passes, "build_cost_model",
+                        lambda source, dtype=None, state_dtype=None, layout="model":
+                        paper_7b_cost())
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_shape_on_the_builtin_workload(hand_built_model, capsys):
+    code, out, _ = run_cli(capsys, "simulate", MODEL, "--capacity", "20GB",
+                           "--policy", "sglang,marconi,infinite", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["trace"] == "builtin:default" and doc["capacity_bytes"] == 20 * 10**9
+    assert doc["model"] == "paper-7b-by-hand"
+    assert [r["policy"] for r in doc["results"]] == ["sglang", "marconi", "infinite"]
+    for r in doc["results"]:
+        assert KEYS <= set(r)
+        assert 0.0 <= r["token_hit_rate"] <= 1.0 and r["requests"] == doc["workload"]["requests"]
+    inf = doc["results"][2]
+    assert all(r["token_hit_rate"] <= inf["token_hit_rate"] for r in doc["results"])
+
+
+def test_block_trace_table_and_parallel_jobs_agree(hand_built_model, capsys, traces_dir):
+    trace = str(traces_dir / "mooncake_synthetic.jsonl")
+    argv = ["simulate", MODEL, "--trace", trace, "--capacity", "200GB", "--limit", "400",
+            "--policy", "vllm-align,sglang", "--format", "json"]
+    _, serial, _ = run_cli(capsys, *argv)
+    _, parallel, _ = run_cli(capsys, *argv, "--jobs", "2")
+    strip = [{k: v for k, v in r.items() if k != "seconds"}
+             for r in json.loads(serial)["results"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"}
+                     for r in json.loads(parallel)["results"]]
+    code, table, _ = run_cli(capsys, *argv[:-2])
+    assert code == 0 and "512-token blocks (inferred)" in table and "fresh ids" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policy", "sglang,lru"], "unknown policy 'lru'; expected one of"),
+    (["--trace", "builtin:nope"], "unknown built-in workload 'nope'"),
+    (["--state-fraction", "1.5"], "--state-fraction"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+], ids=["policy", "builtin", "state-fraction", "device"])
+def test_bad_input_exits_2_with_one_line(hand_built_model, capsys, argv, message):
+    code, out, err = run_cli(capsys, "simulate", MODEL, "--capacity", "1GB", *argv)
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_end_to_end_with_the_traced_model(capsys):
+    """The real path: build_cost_model(load_model(MODEL)) from examples/."""
+    code, out, _ = run_cli(capsys, "simulate", MODEL, "--capacity", "5GB",
+                           "--policy", "sglang", "--limit", "60", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["model"] == "marconi-7b-hybrid" and doc["results"][0]["requests"] == 60
