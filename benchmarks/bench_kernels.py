@@ -1,6 +1,6 @@
 """Benchmarks for marconi.kernels (figures go in docs/kernels.md).
 
-    python benchmarks/bench_kernels.py                 # GPU: preamble + timings; no GPU: preamble, skip
+    python benchmarks/bench_kernels.py                 # GPU: preamble + timings (no GPU: preamble)
     python benchmarks/bench_kernels.py --int8-error    # CPU: error of int8 checkpoints downstream
     python benchmarks/bench_kernels.py --json out.json
 
@@ -70,7 +70,8 @@ def preamble(device: str) -> list[tuple[str, float, float]]:
         scales = [torch.zeros(8, H, P, device=device) for _ in range(2)] if int8 else [None, None]
         y_k, h_k = ssd_scan_ckpt(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[0], scales[0],
                                  block_q=16)
-        y_r, h_r = ssd_scan_ckpt_ref(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[1], scales[1])
+        y_r, h_r = ssd_scan_ckpt_ref(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[1],
+                                     scales[1])
         read = [dequantize_ref(p, s) if int8 else p for p, s in zip(pools, scales)]
         step = float(scales[1].max()) / max(1.0, float(h_r.abs().max())) if int8 else 0.0
         # int8: kernel and reference may round one value to neighbouring steps
@@ -82,7 +83,8 @@ def preamble(device: str) -> list[tuple[str, float, float]]:
     x1, b1, c1, h1 = rnd(B, T, D), rnd(B, T, N1), rnd(B, T, N1), rnd(B, D, N1)
     dt1, A1 = F.softplus(rnd(B, T, D) - 1), -torch.rand(D, N1, generator=g).to(device) - 0.2
     pools = [torch.full((8, D, N1), float("nan"), device=device) for _ in range(2)]
-    y_k, h_k = selective_scan_ckpt(x1, dt1, A1, b1, c1, h1, table.pos, table.slot, pools[0], block_d=16)
+    y_k, h_k = selective_scan_ckpt(x1, dt1, A1, b1, c1, h1, table.pos, table.slot, pools[0],
+                                   block_d=16)
     y_r, h_r = selective_scan_ckpt_ref(x1, dt1, A1, b1, c1, h1, table.pos, table.slot, pools[1])
     out.append(("mamba1 scan+ckpt", max(_max_err(y_k, y_r), _max_err(h_k, h_r),
                                         _max_err(pools[0][:7], pools[1][:7])), tol))
@@ -96,13 +98,15 @@ def preamble(device: str) -> list[tuple[str, float, float]]:
     out.append(("causal conv+ckpt", max(_max_err(y_k, y_r), _max_err(s_k, s_r),
                                         _max_err(pools[0][:7], pools[1][:7])), 1e-4))
 
-    pairs = [(rnd(3, 4, 8, 16), torch.full((6, 4, 8, 16), float("nan"), device=device)) for _ in range(3)]
+    pairs = [(rnd(3, 4, 8, 16), torch.full((6, 4, 8, 16), float("nan"), device=device))
+             for _ in range(3)]
     refs = [(s, d.clone()) for s, d in pairs]
     src = torch.tensor([2, 0], dtype=torch.int32, device=device)
     dst = torch.tensor([5, 1], dtype=torch.int32, device=device)
     pool_copy(pairs, src, dst)
     pool_copy_ref(refs, src, dst)
-    out.append(("pool copy", max(_max_err(d[[1, 5]], r[[1, 5]]) for (_, d), (_, r) in zip(pairs, refs)), 0.0))
+    err = max(_max_err(d[[1, 5]], r[[1, 5]]) for (_, d), (_, r) in zip(pairs, refs))
+    out.append(("pool copy", err, 0.0))
 
     cache = [rnd(12, 4, 2, 8) for _ in range(4)]
     work = [torch.full((9, 2, 8), float("nan"), device=device) for _ in range(4)]
@@ -149,14 +153,17 @@ def bench_pool_copy(layers=24, H=128, P=64, N=128, conv_dim=10240, width=4, slot
         pairs.append((torch.randn(slots, H, P, N, device="cuda"),
                       torch.empty(restores, H, P, N, device="cuda")))
         pairs.append((torch.randn(slots, conv_dim, width - 1, device="cuda").bfloat16(),
-                      torch.empty(restores, conv_dim, width - 1, device="cuda", dtype=torch.bfloat16)))
+                      torch.empty(restores, conv_dim, width - 1, device="cuda",
+                                  dtype=torch.bfloat16)))
     plan = pool_copy_plan(pairs)
     src = torch.tensor([3, 17, 9, 30], dtype=torch.int32, device="cuda")[:restores]
     dst = torch.arange(restores, dtype=torch.int32, device="cuda")
     moved = 2 * restores * sum(s[0].numel() * s.element_size() for s, _ in pairs)
-    by_block = {blk: _ms(lambda blk=blk: pool_copy(plan, src, dst, block=blk)) for blk in (1024, 2048, 4096, 8192)}
+    by_block = {blk: _ms(lambda blk=blk: pool_copy(plan, src, dst, block=blk))
+                for blk in (1024, 2048, 4096, 8192)}
     block, ms = min(by_block.items(), key=lambda kv: kv[1])
-    ms_loop = _ms(lambda: [d.index_copy_(0, dst.long(), s.index_select(0, src.long())) for s, d in pairs])
+    ms_loop = _ms(lambda: [d.index_copy_(0, dst.long(), s.index_select(0, src.long()))
+                           for s, d in pairs])
     return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6, "block": block,
             "ms_by_block": by_block, "ms_torch_per_layer_loop": ms_loop}
 
@@ -172,7 +179,8 @@ def bench_kv_gather(layers=4, kv_heads=8, head_dim=128, block=16, seqs=4, tokens
     table = torch.randperm(n_blocks, device="cuda")[:seqs * blocks_per_seq].reshape(seqs, -1).int()
     cu = torch.arange(0, (seqs + 1) * tokens, tokens, dtype=torch.int32, device="cuda")
     moved = 2 * sum(w.numel() * w.element_size() for _, w in pairs)
-    by_tile = {(bt, bw): _ms(lambda bt=bt, bw=bw: kv_gather(plan, table, cu, tokens, block_t=bt, block_w=bw))
+    by_tile = {(bt, bw): _ms(lambda bt=bt, bw=bw: kv_gather(plan, table, cu, tokens, block_t=bt,
+                                                           block_w=bw))
                for bt in (8, 16, 32) for bw in (128, 256, 512)}
     tile, ms = min(by_tile.items(), key=lambda kv: kv[1])
     return {"bytes_moved": moved, "ms": ms, "GBps": moved / ms / 1e6, "block_t_w": tile}
@@ -199,7 +207,8 @@ def bench_scans(T=8192, n_ckpt=8):
     res["mamba2"] = {"T": T, "ms": plain, "ms_ckpt": ckpt, "overhead": ckpt / plain - 1}
     D, N1 = 4096, 16                                               # a Mamba1 layer of a 2.8B model
     T1 = T // 4
-    table1 = checkpoint_table([[p * T1 // T for p in positions[0]]], [list(range(n_ckpt))], T1, "cuda")
+    table1 = checkpoint_table([[p * T1 // T for p in positions[0]]], [list(range(n_ckpt))], T1,
+                              "cuda")
     x1 = torch.randn(1, T1, D, device="cuda", generator=g).bfloat16()
     dt1 = F.softplus(torch.randn(1, T1, D, device="cuda", generator=g) - 3)
     A1 = -torch.arange(1, N1 + 1, device="cuda").float().repeat(D, 1)
@@ -217,12 +226,28 @@ def bench_scans(T=8192, n_ckpt=8):
 def _rel(a: torch.Tensor, b: torch.Tensor) -> dict:
     """Relative errors of a against b: max and mean absolute error over max / mean |b|."""
     d = (a.float() - b.float()).abs()
-    return {"max_rel": float(d.max() / b.float().abs().max()), "mean_rel": float(d.mean() / b.float().abs().mean())}
+    return {"max_rel": float(d.max() / b.float().abs().max()),
+            "mean_rel": float(d.mean() / b.float().abs().mean())}
 
 
 def _dt(g, *shape):
     """Mamba's dt initialisation: log-uniform in [1e-3, 1e-1]."""
     return torch.exp(torch.empty(*shape).uniform_(-6.9078, -2.3026, generator=g))
+
+
+def _continue(scan, inputs, prefix: int, states: dict) -> dict:
+    """Errors of continuing `scan` after `prefix` tokens from each approximate state."""
+    head = [t[:, :prefix] for t in inputs[:2]] + [inputs[2]] + [t[:, :prefix] for t in inputs[3:]]
+    tail = [t[:, prefix:] for t in inputs[:2]] + [inputs[2]] + [t[:, prefix:] for t in inputs[3:]]
+    _, h = scan(*head)
+    y, _ = scan(*tail, h)
+    out = {}
+    for name, approx in states.items():
+        hq = approx(h)
+        yq, _ = scan(*tail, hq)
+        out[name] = {"state": _rel(hq, h), "y_first16": _rel(yq[:, :16], y[:, :16]),
+                     "y_all": _rel(yq, y)}
+    return out
 
 
 def int8_scan_error(seed=0, prefix=512, cont=256) -> dict:
@@ -232,33 +257,21 @@ def int8_scan_error(seed=0, prefix=512, cont=256) -> dict:
     from marconi.kernels.selective_scan import selective_scan_ckpt_ref
     from marconi.kernels.ssd_scan import ssd_scan_ckpt_ref
     g = torch.Generator().manual_seed(seed)
-    res = {}
+    L = prefix + cont
+    states = {"int8": lambda h: dequantize_ref(*quantize_ref(h)),
+              "bf16": lambda h: h.bfloat16().float()}
     H, P, G, N = 8, 64, 1, 128                                     # Nemotron-H head dims, 8 heads
-    A = -torch.exp(torch.empty(H).uniform_(0.0, 2.7726, generator=g))      # A_log init U(log 1, log 16)
-    x = torch.randn(1, prefix + cont, H, P, generator=g)
-    bm, cm = torch.randn(1, prefix + cont, G, N, generator=g), torch.randn(1, prefix + cont, G, N, generator=g)
-    dt = _dt(g, 1, prefix + cont, H)
-    _, h = ssd_scan_ckpt_ref(x[:, :prefix], dt[:, :prefix], A, bm[:, :prefix], cm[:, :prefix])
-    cases = {"int8": dequantize_ref(*quantize_ref(h)), "bf16": h.bfloat16().float()}
-    y, _ = ssd_scan_ckpt_ref(x[:, prefix:], dt[:, prefix:], A, bm[:, prefix:], cm[:, prefix:], h)
-    res["mamba2"] = {}
-    for name, hq in cases.items():
-        yq, _ = ssd_scan_ckpt_ref(x[:, prefix:], dt[:, prefix:], A, bm[:, prefix:], cm[:, prefix:], hq)
-        res["mamba2"][name] = {"state": _rel(hq, h), "y_first16": _rel(yq[:, :16], y[:, :16]),
-                               "y_all": _rel(yq, y)}
+    A = -torch.exp(torch.empty(H).uniform_(0.0, 2.7726, generator=g))  # A_log ~ U(log 1, log 16)
+    x, bm, cm = (torch.randn(1, L, H, P, generator=g), torch.randn(1, L, G, N, generator=g),
+                 torch.randn(1, L, G, N, generator=g))
+    mamba2 = (x, _dt(g, 1, L, H), A, bm, cm)
     D, N1 = 1024, 16                                               # S4D-real A, Mamba1 init
     A1 = -torch.arange(1, N1 + 1).float().repeat(D, 1)
-    x1 = torch.randn(1, prefix + cont, D, generator=g)
-    b1, c1 = torch.randn(1, prefix + cont, N1, generator=g), torch.randn(1, prefix + cont, N1, generator=g)
-    dt1 = _dt(g, 1, prefix + cont, D)
-    _, h1 = selective_scan_ckpt_ref(x1[:, :prefix], dt1[:, :prefix], A1, b1[:, :prefix], c1[:, :prefix])
-    y1, _ = selective_scan_ckpt_ref(x1[:, prefix:], dt1[:, prefix:], A1, b1[:, prefix:], c1[:, prefix:], h1)
-    res["mamba1"] = {}
-    for name, hq in {"int8": dequantize_ref(*quantize_ref(h1)), "bf16": h1.bfloat16().float()}.items():
-        yq, _ = selective_scan_ckpt_ref(x1[:, prefix:], dt1[:, prefix:], A1, b1[:, prefix:], c1[:, prefix:], hq)
-        res["mamba1"][name] = {"state": _rel(hq, h1), "y_first16": _rel(yq[:, :16], y1[:, :16]),
-                               "y_all": _rel(yq, y1)}
-    return res
+    x1, b1, c1 = (torch.randn(1, L, D, generator=g), torch.randn(1, L, N1, generator=g),
+                  torch.randn(1, L, N1, generator=g))
+    mamba1 = (x1, _dt(g, 1, L, D), A1, b1, c1)
+    return {"mamba2": _continue(ssd_scan_ckpt_ref, mamba2, prefix, states),
+            "mamba1": _continue(selective_scan_ckpt_ref, mamba1, prefix, states)}
 
 
 LOGIT_SPEC = {
@@ -339,8 +352,9 @@ def main(argv=None) -> int:
     print(f"copy bandwidth (torch copy_, 1 GiB, read+write): {bw:.0f} GB/s")
     pc = bench_pool_copy()
     results["pool_copy"] = pc
-    print(f"pool copy, 24 layers x 4 restores ({pc['bytes_moved'] / GiB:.2f} GiB moved): {pc['ms']:.3f} ms, "
-          f"{pc['GBps']:.0f} GB/s = {pc['GBps'] / bw:.0%} of copy (target >= 70%; block {pc['block']}); "
+    print(f"pool copy, 24 layers x 4 restores ({pc['bytes_moved'] / GiB:.2f} GiB moved): "
+          f"{pc['ms']:.3f} ms, {pc['GBps']:.0f} GB/s = {pc['GBps'] / bw:.0%} of copy "
+          f"(target >= 70%; block {pc['block']}); "
           f"torch per-layer loop {pc['ms_torch_per_layer_loop']:.3f} ms")
     kv = bench_kv_gather()
     results["kv_gather"] = kv
@@ -349,7 +363,8 @@ def main(argv=None) -> int:
     sc = bench_scans()
     results["scans"] = sc
     for name, r in sc.items():
-        print(f"{name} scan T={r['T']}: {r['ms']:.3f} ms plain, {r['ms_ckpt']:.3f} ms with 8 checkpoints "
+        print(f"{name} scan T={r['T']}: {r['ms']:.3f} ms plain, {r['ms_ckpt']:.3f} ms with "
+              f"8 checkpoints "
               f"({r['overhead']:+.1%}; target <= +5%)")
     if args.json:
         with open(args.json, "w") as f:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from marconi.kernels._triton import tl, triton
 from marconi.kernels.checkpoints import check_pool, store_states_ref, valid_entries
@@ -24,7 +25,10 @@ from marconi.kernels.checkpoints import check_pool, store_states_ref, valid_entr
 @triton.jit
 def _load_inputs(x, s0, b, pos, offs_c, mask_c, C, T, s_xb, s_xt, s_xc,
                  S0: tl.constexpr, HAS_S0: tl.constexpr):
-    """u at positions `pos` [BLOCK] (negative: carried state) for channels offs_c -> [BLOCK, BLOCK_C]."""
+    """u at positions `pos` [BLOCK] (negative: the carried state), channels offs_c.
+
+    Returns [BLOCK, BLOCK_C] float32.
+    """
     in_x = (pos >= 0) & (pos < T)
     v = tl.load(x + b * s_xb + pos[:, None] * s_xt + offs_c[None, :] * s_xc,
                 mask=in_x[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
@@ -40,7 +44,8 @@ def _causal_conv1d_ckpt_kernel(
         x, weight, bias, s0, y, sT, ck_pos, ck_slot, pool,
         T, C, K, s_xb, s_xt, s_xc, s_yb, s_yt, s_yc, pool_slot_stride,
         W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_S0: tl.constexpr, SILU: tl.constexpr,
-        HAS_CKPT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+        HAS_CKPT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_S: tl.constexpr):
     b = tl.program_id(0)
     pid_t = tl.program_id(1)
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -69,7 +74,8 @@ def _causal_conv1d_ckpt_kernel(
     if (T > lo) & (T <= hi):
         u = _load_inputs(x, s0, b, T - (W - 1) + offs_s, offs_c, mask_c, C, T,
                          s_xb, s_xt, s_xc, W - 1, HAS_S0)
-        tl.store(sT + b * C * (W - 1) + state_offs, tl.trans(u).to(sT.dtype.element_ty), mask=mask_cs)
+        tl.store(sT + b * C * (W - 1) + state_offs, tl.trans(u).to(sT.dtype.element_ty),
+                 mask=mask_cs)
     if HAS_CKPT:
         for k in range(0, K):
             p = tl.load(ck_pos + b * K + k)
@@ -103,16 +109,16 @@ def _launch(x, weight, bias, s0, y, sT, pos, slot, pool, silu, block_t, block_c)
         BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_S=triton.next_power_of_2(W - 1))
 
 
-def _weight_2d(weight: torch.Tensor) -> torch.Tensor:
-    return weight.reshape(weight.shape[0], weight.shape[-1])          # [C, 1, W] (nn.Conv1d) or [C, W]
+def _weight_2d(weight: Tensor) -> Tensor:
+    return weight.reshape(weight.shape[0], weight.shape[-1])      # [C, 1, W] (nn.Conv1d) or [C, W]
 
 
-def causal_conv1d_ckpt(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                       state: torch.Tensor | None = None, ckpt_pos: torch.Tensor | None = None,
-                       ckpt_slot: torch.Tensor | None = None, ckpt_pool: torch.Tensor | None = None,
+def causal_conv1d_ckpt(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                       state: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                       ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
                        silu: bool = False, block_t: int = 64,
                        block_c: int = 64,
-                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Depthwise causal conv with conv-state checkpoints (Triton).
 
     x [B, T, C]; weight [C, W] or [C, 1, W]; bias [C] or None; state [B, C, W-1] or None
@@ -130,7 +136,8 @@ def causal_conv1d_ckpt(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         check_pool(ckpt_pool, None, (C, W - 1), "causal_conv1d_ckpt")
     y, sT = out if out is not None else (
         torch.empty_like(x),
-        torch.empty(b, C, W - 1, device=x.device, dtype=state.dtype if state is not None else x.dtype))
+        torch.empty(b, C, W - 1, device=x.device,
+                    dtype=state.dtype if state is not None else x.dtype))
     _launch(x, weight.contiguous(), bias, state.contiguous() if state is not None else None, y, sT,
             ckpt_pos.contiguous() if ckpt_pool is not None else None,
             ckpt_slot.contiguous() if ckpt_pool is not None else None, ckpt_pool, silu,
@@ -138,10 +145,10 @@ def causal_conv1d_ckpt(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return y, sT
 
 
-def causal_conv1d_ckpt_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                           state: torch.Tensor | None = None, ckpt_pos: torch.Tensor | None = None,
-                           ckpt_slot: torch.Tensor | None = None, ckpt_pool: torch.Tensor | None = None,
-                           silu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_conv1d_ckpt_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                           state: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                           ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
+                           silu: bool = False) -> tuple[Tensor, Tensor]:
     """Reference for `causal_conv1d_ckpt`: F.conv1d over (state, x) and slices of it."""
     weight = _weight_2d(weight)
     b, T, C = x.shape
@@ -149,7 +156,8 @@ def causal_conv1d_ckpt_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     if state is None:
         state = x.new_zeros(b, C, W - 1)
     u = torch.cat([state.float(), x.float().transpose(1, 2)], dim=-1)      # [B, C, W-1+T]
-    y = F.conv1d(u, weight.float()[:, None, :], bias.float() if bias is not None else None, groups=C)
+    y = F.conv1d(u, weight.float()[:, None, :], bias.float() if bias is not None else None,
+                 groups=C)
     if silu:
         y = F.silu(y)
     if ckpt_pool is not None:

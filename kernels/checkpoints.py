@@ -60,7 +60,8 @@ def checkpoint_table(positions: Sequence[Sequence[int]], slots: Sequence[Sequenc
                 raise ValueError(f"checkpoint_table: row {b}: position {p}: out of range; "
                                  f"expected 0 <= position <= {seq_len}")
             if s < 0:
-                raise ValueError(f"checkpoint_table: row {b}: slot {s}: negative; expected a pool slot")
+                raise ValueError(f"checkpoint_table: row {b}: slot {s}: negative; "
+                                 "expected a pool slot")
             pos[b, k], slot[b, k] = p, s
     return CheckpointTable(pos.to(device), slot.to(device))
 
@@ -71,10 +72,12 @@ def empty_table(batch: int, device: torch.device | str) -> CheckpointTable:
                            torch.full((batch, 1), -1, dtype=torch.int32, device=device))
 
 
-def sorted_table(pos: torch.Tensor, slot: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sorted_table(pos: torch.Tensor, slot: torch.Tensor,
+                 seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows sorted by position, padding and out-of-range entries last with key NO_POSITION."""
     valid = (slot >= 0) & (pos >= 0) & (pos <= seq_len)
-    key = torch.where(valid, pos.to(torch.int32), torch.full_like(pos, NO_POSITION, dtype=torch.int32))
+    padding = torch.full_like(pos, NO_POSITION, dtype=torch.int32)
+    key = torch.where(valid, pos.to(torch.int32), padding)
     key, order = key.sort(dim=-1, stable=True)
     return key.contiguous(), slot.to(torch.int32).gather(-1, order).contiguous()
 
@@ -93,12 +96,14 @@ def check_pool(pool: torch.Tensor, scale: torch.Tensor | None, state_shape: tupl
         raise ValueError(f"{where}: ckpt_pool {tuple(pool.shape)}: expected [slots, "
                          f"{', '.join(map(str, state_shape))}] with each slot contiguous")
     if pool.dtype == torch.int8:
-        if scale is None or scale.dtype != torch.float32 or tuple(scale.shape) != (pool.shape[0],) + tuple(state_shape[:-1]) \
+        scale_shape = (pool.shape[0],) + tuple(state_shape[:-1])
+        if scale is None or scale.dtype != torch.float32 or tuple(scale.shape) != scale_shape \
                 or not scale[0].is_contiguous():
             raise ValueError(f"{where}: ckpt_scale: expected float32 [{pool.shape[0]}, "
                              f"{', '.join(map(str, state_shape[:-1]))}] beside an int8 pool")
     elif scale is not None:
-        raise ValueError(f"{where}: ckpt_scale: given for a {pool.dtype} pool; expected only with int8")
+        raise ValueError(f"{where}: ckpt_scale: given for a {pool.dtype} pool; "
+                         "expected only with int8")
 
 
 @triton.jit

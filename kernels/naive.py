@@ -21,7 +21,8 @@ def _capture(positions: Sequence[Sequence[int]], b: int, t: int, state: torch.Te
 
 
 def ssd_scan_naive(x, dt, A, Bm, Cm, h0, positions):
-    """Mamba2: h_t = exp(dt_t A) h_{t-1} + (dt_t x_t) ⊗ B_t; y_t = h_t C_t, head h in group h // (H/G).
+    """Mamba2: h_t = exp(dt_t A) h_{t-1} + (dt_t x_t) ⊗ B_t; y_t = h_t C_t; head h reads
+    group h // (H/G).
 
     x [B, T, H, P]; dt [B, T, H]; A [H]; Bm, Cm [B, T, G, N]; h0 [B, H, P, N].
     Returns y [B, T, H, P] float32, h_T [B, H, P, N] float32, states[b][k] [H, P, N].
@@ -37,8 +38,9 @@ def ssd_scan_naive(x, dt, A, Bm, Cm, h0, positions):
         for t in range(T):
             for hd in range(H):
                 g = hd // rep
-                h[hd] = (torch.exp(dt[b, t, hd].float() * A[hd].float()) * h[hd]
-                         + dt[b, t, hd].float() * torch.outer(x[b, t, hd].float(), Bm[b, t, g].float()))
+                step = dt[b, t, hd].float()
+                h[hd] = (torch.exp(step * A[hd].float()) * h[hd]
+                         + step * torch.outer(x[b, t, hd].float(), Bm[b, t, g].float()))
                 y[b, t, hd] = h[hd] @ Cm[b, t, g].float()
             _capture(positions, b, t + 1, h, states)
         finals.append(h)
@@ -61,11 +63,16 @@ def selective_scan_naive(x, dt, A, Bm, Cm, h0, positions):
         for t in range(T):
             for d in range(D):
                 step = dt[b, t, d].float()
-                h[d] = torch.exp(step * A[d].float()) * h[d] + step * x[b, t, d].float() * Bm[b, t].float()
+                h[d] = (torch.exp(step * A[d].float()) * h[d]
+                        + step * x[b, t, d].float() * Bm[b, t].float())
                 y[b, t, d] = h[d] @ Cm[b, t].float()
             _capture(positions, b, t + 1, h, states)
         finals.append(h)
     return y, torch.stack(finals), states
+
+
+def _stack(window: list[torch.Tensor], channels: int) -> torch.Tensor:
+    return torch.stack(window, dim=-1) if window else torch.zeros(channels, 0)
 
 
 def causal_conv1d_naive(x, weight, bias, state, positions, silu: bool = False):
@@ -83,7 +90,7 @@ def causal_conv1d_naive(x, weight, bias, state, positions, silu: bool = False):
     finals = []
     for b in range(b_):
         window = [state[b, :, j].float() for j in range(W - 1)]          # oldest first
-        _capture(positions, b, 0, torch.stack(window, dim=-1) if window else torch.zeros(C, 0), states)
+        _capture(positions, b, 0, _stack(window, C), states)
         for t in range(T):
             taps = window + [x[b, t].float()]
             out = sum(weight[:, j].float() * taps[j] for j in range(W))
@@ -91,7 +98,6 @@ def causal_conv1d_naive(x, weight, bias, state, positions, silu: bool = False):
                 out = out + bias.float()
             y[b, t] = out * torch.sigmoid(out) if silu else out
             window = taps[1:]
-            _capture(positions, b, t + 1, torch.stack(window, dim=-1) if window else torch.zeros(C, 0),
-                     states)
-        finals.append(torch.stack(window, dim=-1) if window else torch.zeros(C, 0))
+            _capture(positions, b, t + 1, _stack(window, C), states)
+        finals.append(_stack(window, C))
     return y, torch.stack(finals), states

@@ -48,11 +48,13 @@ def _pick(triton_fn, ref_fn, *tensors):
 @torch.library.custom_op("marconi::ssd_scan_ckpt", mutates_args=_POOLS)
 def ssd_scan_ckpt_op(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0: Optional[Tensor],
                      ckpt_pos: Optional[Tensor], ckpt_slot: Optional[Tensor],
-                     ckpt_pool: Optional[Tensor], ckpt_scale: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+                     ckpt_pool: Optional[Tensor],
+                     ckpt_scale: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """x [B, T, H, P]; dt [B, T, H]; A [H]; Bm, Cm [B, T, G, N]; h0 [B, H, P, N] | None;
     ckpt_pos, ckpt_slot [B, K]; ckpt_pool [S, H, P, N] (int8: ckpt_scale [S, H, P])
     -> y [B, T, H, P], h_T [B, H, P, N]."""
-    fn = _pick(ssd_scan_ckpt, ssd_scan_ckpt_ref, x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot, ckpt_pool)
+    fn = _pick(ssd_scan_ckpt, ssd_scan_ckpt_ref, x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot,
+               ckpt_pool)
     return fn(x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot, ckpt_pool, ckpt_scale)
 
 
@@ -118,8 +120,9 @@ def mamba1_scan_ckpt(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor,
 # ---------------------------------------------------------------- causal conv
 
 @torch.library.custom_op("marconi::causal_conv1d_ckpt", mutates_args=("ckpt_pool",))
-def causal_conv1d_ckpt_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], state: Optional[Tensor],
-                          ckpt_pos: Optional[Tensor], ckpt_slot: Optional[Tensor],
+def causal_conv1d_ckpt_op(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                          state: Optional[Tensor], ckpt_pos: Optional[Tensor],
+                          ckpt_slot: Optional[Tensor],
                           ckpt_pool: Optional[Tensor], silu: bool) -> tuple[Tensor, Tensor]:
     """x [B, T, C]; weight [C, W] or [C, 1, W]; bias [C] | None; state [B, C, W-1] | None;
     ckpt_pos, ckpt_slot [B, K]; ckpt_pool [S, C, W-1] -> y [B, T, C], state [B, C, W-1]."""
@@ -131,7 +134,8 @@ def causal_conv1d_ckpt_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], sta
 @causal_conv1d_ckpt_op.register_fake
 def _(x, weight, bias, state, ckpt_pos, ckpt_slot, ckpt_pool, silu):
     dtype = state.dtype if state is not None else x.dtype
-    return torch.empty_like(x), x.new_empty(x.shape[0], x.shape[2], weight.shape[-1] - 1, dtype=dtype)
+    width = weight.shape[-1]
+    return torch.empty_like(x), x.new_empty(x.shape[0], x.shape[2], width - 1, dtype=dtype)
 
 
 @register_flop_formula(torch.ops.marconi.causal_conv1d_ckpt)

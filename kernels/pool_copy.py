@@ -44,7 +44,8 @@ def _pool_copy_kernel(base, table_ptr, src_idx_ptr, dst_idx_ptr, n_copies,
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
     # Negative slots are padding; tiles past this pair's row length do nothing.
-    ok = (offs < row_len) & ((tl.zeros_like(offs) + src_slot) >= 0) & ((tl.zeros_like(offs) + dst_slot) >= 0)
+    ok = ((offs < row_len) & ((tl.zeros_like(offs) + src_slot) >= 0)
+          & ((tl.zeros_like(offs) + dst_slot) >= 0))
     words = tl.load(base + src_off + src_slot * src_stride + offs, mask=ok)
     tl.store(base + dst_off + dst_slot * dst_stride + offs, words, mask=ok)
 
@@ -89,7 +90,7 @@ class PoolCopyPlan:
     """
 
     pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    table: torch.Tensor      # [n_pairs, 5] int64: src, dst offsets, slot strides, row length (words)
+    table: torch.Tensor      # [n_pairs, 5] int64 words: src, dst, slot strides, row length
     addresses: AddressTable
     max_row_words: int
 
@@ -125,7 +126,8 @@ def pool_copy_plan(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> PoolCo
         if s.device != pairs[0][0].device:
             raise ValueError(f"pool_copy: pairs[{i}]: on {s.device}; expected {pairs[0][0].device}")
     tensors = [t for pair in pairs for t in pair]
-    byte_counts = [t.stride(0) * t.element_size() for t in tensors] + [_row_bytes(s) for s, _ in pairs]
+    byte_counts = ([t.stride(0) * t.element_size() for t in tensors]
+                   + [_row_bytes(s) for s, _ in pairs])
     addr = address_table(tensors, byte_counts)
     w = addr.word_bytes
     rows = [[addr.offset(s), addr.offset(d), s.stride(0) * s.element_size() // w,

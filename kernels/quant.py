@@ -25,7 +25,8 @@ QMAX = 127.0
 
 @triton.jit
 def quantize_tile(h):
-    """h [BLOCK_C, BLOCK_N] float32 (padding zero) -> (q int8 [BLOCK_C, BLOCK_N], scale [BLOCK_C])."""
+    """h [BLOCK_C, BLOCK_N] float32 (padding zero) -> (q int8 [BLOCK_C, BLOCK_N], scale [BLOCK_C])
+    with the formula in the module docstring."""
     scale = tl.max(tl.abs(h), axis=1) / 127.0
     safe = tl.where(scale > 0, scale, 1.0)
     q = tl.floor(h / safe[:, None] + 0.5)
@@ -67,7 +68,8 @@ def _dequantize_rows_kernel(q_pool, scale_pool, src_idx, dst, dst_idx,
     offs = offs_c[:, None] * N + offs_n[None, :]
     q = tl.load(q_pool + s * q_slot_stride + offs, mask=ok, other=0).to(tl.float32)
     scale = tl.load(scale_pool + s * scale_slot_stride + offs_c, mask=row_ok, other=0.0)
-    tl.store(dst + d * dst_slot_stride + offs, (q * scale[:, None]).to(dst.dtype.element_ty), mask=ok)
+    h = (q * scale[:, None]).to(dst.dtype.element_ty)
+    tl.store(dst + d * dst_slot_stride + offs, h, mask=ok)
 
 
 def _rows(t: torch.Tensor, name: str) -> None:
@@ -83,8 +85,9 @@ def _check(states: torch.Tensor, q_pool: torch.Tensor, scale_pool: torch.Tensor)
         raise ValueError(f"int8 states: q_pool {q_pool.dtype}, scale_pool {scale_pool.dtype}; "
                          "expected int8 and float32")
     if states.shape[1:] != q_pool.shape[1:] or scale_pool.shape[1:] != q_pool.shape[1:-1]:
-        raise ValueError(f"int8 states: states {tuple(states.shape)}, q_pool {tuple(q_pool.shape)}, "
-                         f"scale_pool {tuple(scale_pool.shape)}; expected [*, ..., N], [S, ..., N], [S, ...]")
+        raise ValueError(f"int8 states: states {tuple(states.shape)}, q_pool "
+                         f"{tuple(q_pool.shape)}, scale_pool {tuple(scale_pool.shape)}; "
+                         "expected [R, ..., N], [S, ..., N], [S, ...]")
     if not scale_pool[0].is_contiguous():
         raise ValueError("int8 states: scale_pool: expected each slot contiguous")
     n = q_pool.shape[-1]
@@ -109,18 +112,19 @@ def quantize_states(states: torch.Tensor, src_idx: torch.Tensor, q_pool: torch.T
     C, N = _check(states, q_pool, scale_pool)
     assert src_idx.shape == dst_idx.shape and src_idx.dim() == 1, (src_idx.shape, dst_idx.shape)
     _launch(_quantize_rows_kernel, src_idx.numel(),
-            (states, src_idx.contiguous(), q_pool, scale_pool, dst_idx.contiguous()), C, N, (states.stride(0), q_pool.stride(0), scale_pool.stride(0)),
-            block_c)
+            (states, src_idx.contiguous(), q_pool, scale_pool, dst_idx.contiguous()), C, N,
+            (states.stride(0), q_pool.stride(0), scale_pool.stride(0)), block_c)
 
 
 def dequantize_states(q_pool: torch.Tensor, scale_pool: torch.Tensor, src_idx: torch.Tensor,
                       states: torch.Tensor, dst_idx: torch.Tensor, block_c: int = 32) -> None:
-    """Restore int8 slot `src_idx[i]` into `states[dst_idx[i]]` (Triton). Shapes as `quantize_states`."""
+    """Restore int8 slot `src_idx[i]` into `states[dst_idx[i]]` (Triton); shapes as
+    `quantize_states`."""
     C, N = _check(states, q_pool, scale_pool)
     assert src_idx.shape == dst_idx.shape and src_idx.dim() == 1, (src_idx.shape, dst_idx.shape)
     _launch(_dequantize_rows_kernel, src_idx.numel(),
-            (q_pool, scale_pool, src_idx.contiguous(), states, dst_idx.contiguous()), C, N, (q_pool.stride(0), scale_pool.stride(0), states.stride(0)),
-            block_c)
+            (q_pool, scale_pool, src_idx.contiguous(), states, dst_idx.contiguous()), C, N,
+            (q_pool.stride(0), scale_pool.stride(0), states.stride(0)), block_c)
 
 
 def quantize_ref(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

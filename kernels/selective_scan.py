@@ -17,6 +17,7 @@ there anyway.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from marconi.kernels._triton import tl, triton
 from marconi.kernels.checkpoints import (NO_POSITION_TL, check_pool, sorted_table, store_state_tile,
@@ -55,10 +56,12 @@ def _selective_scan_ckpt_kernel(
             p = tl.load(ck_pos + b * K + k, mask=k < K, other=NO_POSITION_TL)
 
     for t in range(0, T):
-        xt = tl.load(x + b * s_xb + t * s_xt + offs_d * s_xd, mask=mask_d, other=0.0).to(tl.float32)
-        dtt = tl.load(dt + b * s_db + t * s_dt + offs_d * s_dd, mask=mask_d, other=0.0).to(tl.float32)
-        bt = tl.load(Bm + b * s_bb + t * s_bt + offs_n * s_bn, mask=mask_n, other=0.0).to(tl.float32)
-        ct = tl.load(Cm + b * s_cb + t * s_ct + offs_n * s_cn, mask=mask_n, other=0.0).to(tl.float32)
+        xt = tl.load(x + b * s_xb + t * s_xt + offs_d * s_xd, mask=mask_d, other=0.0)
+        dtt = tl.load(dt + b * s_db + t * s_dt + offs_d * s_dd, mask=mask_d, other=0.0)
+        bt = tl.load(Bm + b * s_bb + t * s_bt + offs_n * s_bn, mask=mask_n, other=0.0)
+        ct = tl.load(Cm + b * s_cb + t * s_ct + offs_n * s_cn, mask=mask_n, other=0.0)
+        xt, dtt = xt.to(tl.float32), dtt.to(tl.float32)
+        bt, ct = bt.to(tl.float32), ct.to(tl.float32)
         state = tl.exp(dtt[:, None] * a) * state + (dtt * xt)[:, None] * bt[None, :]
         yt = tl.sum(state * ct[None, :], axis=1)
         tl.store(y + b * s_yb + t * s_yt + offs_d * s_yd, yt.to(y.dtype.element_ty), mask=mask_d)
@@ -97,12 +100,11 @@ def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_d):
         BLOCK_D=block_d, BLOCK_N=block_n)
 
 
-def selective_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                        Cm: torch.Tensor, h0: torch.Tensor | None = None,
-                        ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
-                        ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                        block_d: int = 32,
-                        out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def selective_scan_ckpt(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor,
+                        h0: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                        ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
+                        ckpt_scale: Tensor | None = None, block_d: int = 32,
+                        out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Mamba1 selective scan with checkpoint emission (Triton).
 
     x, dt [B, T, D] (dt after softplus); A [D, N] (negative); Bm, Cm [B, T, N];
@@ -129,11 +131,11 @@ def selective_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: 
     return y, hT
 
 
-def selective_scan_ckpt_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                            Cm: torch.Tensor, h0: torch.Tensor | None = None,
-                            ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
-                            ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                            chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def selective_scan_ckpt_ref(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor,
+                            h0: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                            ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
+                            ckpt_scale: Tensor | None = None,
+                            chunk: int = 16) -> tuple[Tensor, Tensor]:
     """Reference for `selective_scan_ckpt`, vectorized over chunks of `chunk` tokens.
 
     Inside a chunk, with cs_t = sum_{t0 <= s <= t} dt_s A (per d, n):

@@ -22,6 +22,7 @@ sorted row of the table (`checkpoints.py`).
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from marconi.kernels._triton import interpreting, tl, triton
 from marconi.kernels.checkpoints import (NO_POSITION_TL, check_pool, sorted_table, store_state_tile,
@@ -50,7 +51,7 @@ def _ssd_scan_ckpt_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_p = offs_p < P
     mask_pn = mask_p[:, None] & (offs_n[None, :] < N)
-    state_offs = h * P * N + offs_p[:, None] * N + offs_n[None, :]        # inside one [H, P, N] state
+    state_offs = h * P * N + offs_p[:, None] * N + offs_n[None, :]      # within one [H, P, N] state
     chan_offs = h * P + offs_p
     a = tl.load(A + h).to(tl.float32)
 
@@ -74,31 +75,33 @@ def _ssd_scan_ckpt_kernel(
         offs_t = t0 + offs_q
         mask_t = offs_t < T
         # padding tokens get dt = 0, x = 0: they neither decay nor feed the state
-        dtc = tl.load(dt + b * s_db + offs_t * s_dt + h * s_dh, mask=mask_t, other=0.0).to(tl.float32)
+        dtc = tl.load(dt + b * s_db + offs_t * s_dt + h * s_dh, mask=mask_t, other=0.0)
+        dtc = dtc.to(tl.float32)
         cs = tl.cumsum(dtc * a, axis=0)                                    # [Q]
         # dot operands in DOT (x's dtype on the GPU: 16-bit inputs use tensor cores), float32 sums
         xc = tl.load(x + b * s_xb + offs_t[:, None] * s_xt + h * s_xh + offs_p[None, :] * s_xp,
-                     mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(DOT)              # [Q, P]
+                     mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(DOT)       # [Q, P]
         mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
         bc = tl.load(Bm + b * s_bb + offs_t[:, None] * s_bt + g * s_bg + offs_n[None, :] * s_bn,
-                     mask=mask_tn, other=0.0).to(xc.dtype)                                      # [Q, N]
+                     mask=mask_tn, other=0.0).to(DOT)                                 # [Q, N]
         cc = tl.load(Cm + b * s_cb + offs_t[:, None] * s_ct + g * s_cg + offs_n[None, :] * s_cn,
-                     mask=mask_tn, other=0.0).to(xc.dtype)                                      # [Q, N]
+                     mask=mask_tn, other=0.0).to(DOT)                                 # [Q, N]
         xf = xc.to(tl.float32)
 
         causal = offs_q[:, None] >= offs_q[None, :]
-        decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))           # [Q, Q]
+        decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))    # [Q, Q]
         scores = tl.dot(cc, tl.trans(bc)) * decay * dtc[None, :]
-        yc = tl.dot(scores.to(xc.dtype), xc) + tl.dot(cc, tl.trans(state.to(xc.dtype))) * tl.exp(cs)[:, None]
+        yc = (tl.dot(scores.to(DOT), xc)
+              + tl.dot(cc, tl.trans(state.to(DOT))) * tl.exp(cs)[:, None])              # [Q, P]
         tl.store(y + b * s_yb + offs_t[:, None] * s_yt + h * s_yh + offs_p[None, :] * s_yp,
                  yc.to(y.dtype.element_ty), mask=mask_t[:, None] & mask_p[None, :])
 
         if HAS_CKPT:
-            while p <= tl.minimum(t0 + BLOCK_Q, T):                         # positions in (t0, t0+Q]
+            while p <= tl.minimum(t0 + BLOCK_Q, T):                 # positions in (t0, t0 + Q]
                 r = p - t0
                 cs_r = tl.sum(tl.where(offs_q == r - 1, cs, 0.0))
                 w = tl.where(offs_q < r, tl.exp(cs_r - cs) * dtc, 0.0)
-                hp = tl.exp(cs_r) * state + tl.dot(tl.trans((xf * w[:, None]).to(xc.dtype)), bc)  # [P, N]
+                hp = tl.exp(cs_r) * state + tl.dot(tl.trans((xf * w[:, None]).to(DOT)), bc)
                 store_state_tile(pool, pool_scale, tl.load(ck_slot + b * K + k), state_offs,
                                  chan_offs, mask_pn, mask_p, hp, pool_slot_stride,
                                  scale_slot_stride, QUANT)
@@ -107,7 +110,7 @@ def _ssd_scan_ckpt_kernel(
 
         cs_last = tl.sum(tl.where(offs_q == BLOCK_Q - 1, cs, 0.0))
         w = tl.exp(cs_last - cs) * dtc
-        state = tl.exp(cs_last) * state + tl.dot(tl.trans((xf * w[:, None]).to(xc.dtype)), bc)
+        state = tl.exp(cs_last) * state + tl.dot(tl.trans((xf * w[:, None]).to(DOT)), bc)
 
     tl.store(hT + b * H * P * N + state_offs, state.to(hT.dtype.element_ty), mask=mask_pn)
 
@@ -143,16 +146,16 @@ def _launch(x, dt, A, Bm, Cm, h0, y, hT, pos, slot, pool, scale, block_q, block_
         t, H, P, N, K, H // G,
         *x.stride(), *dt.stride(), *Bm.stride(), *Cm.stride(), *y.stride(),
         pool.stride(0) if has_ckpt else 0, scale.stride(0) if scale is not None else 0,
-        HAS_H0=h0 is not None, HAS_CKPT=has_ckpt, QUANT=scale is not None, DOT=_dot_dtype(x.dtype),
+        HAS_H0=h0 is not None, HAS_CKPT=has_ckpt, QUANT=scale is not None,
+        DOT=_dot_dtype(x.dtype),
         BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, num_warps=NUM_WARPS)
 
 
-def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                  Cm: torch.Tensor, h0: torch.Tensor | None = None,
-                  ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
-                  ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                  block_q: int = 64, block_p: int = 32,
-                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_scan_ckpt(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor,
+                  h0: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                  ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
+                  ckpt_scale: Tensor | None = None, block_q: int = 64, block_p: int = 32,
+                  out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Mamba2 scan with checkpoint emission (Triton).
 
     x [B, T, H, P]; dt [B, T, H] (after softplus); A [H] (negative); Bm, Cm [B, T, G, N];
@@ -169,7 +172,8 @@ def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.
         return ssd_scan_ckpt_ref(x, dt, A, Bm, Cm, h0, ckpt_pos, ckpt_slot, ckpt_pool, ckpt_scale)
     y, hT = out if out is not None else (
         torch.empty_like(x),
-        torch.empty(b, H, P, N, device=x.device, dtype=h0.dtype if h0 is not None else torch.float32))
+        torch.empty(b, H, P, N, device=x.device,
+                    dtype=h0.dtype if h0 is not None else torch.float32))
     h0 = h0.contiguous() if h0 is not None else None
     pos = slot = None
     if ckpt_pool is not None:
@@ -179,11 +183,10 @@ def ssd_scan_ckpt(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.
     return y, hT
 
 
-def ssd_scan_ckpt_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                      Cm: torch.Tensor, h0: torch.Tensor | None = None,
-                      ckpt_pos: torch.Tensor | None = None, ckpt_slot: torch.Tensor | None = None,
-                      ckpt_pool: torch.Tensor | None = None, ckpt_scale: torch.Tensor | None = None,
-                      chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_scan_ckpt_ref(x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor,
+                      h0: Tensor | None = None, ckpt_pos: Tensor | None = None,
+                      ckpt_slot: Tensor | None = None, ckpt_pool: Tensor | None = None,
+                      ckpt_scale: Tensor | None = None, chunk: int = 64) -> tuple[Tensor, Tensor]:
     """Reference for `ssd_scan_ckpt`: the chunked form in module docstring, in PyTorch."""
     b, T, H, P = x.shape
     G, N = Bm.shape[2], Bm.shape[3]
@@ -196,12 +199,13 @@ def ssd_scan_ckpt_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: to
     if ckpt_pool is not None:
         check_pool(ckpt_pool, ckpt_scale, (H, P, N), "ssd_scan_ckpt_ref")
         entries = list(zip(*(e.tolist() for e in valid_entries(ckpt_pos, ckpt_slot, T))))
-    emit_b, emit_slot, emit_state = [], [], []
+    emit_slot, emit_state = [], []
 
     def emit(lo: int, hi: int, fn) -> None:
         for bi, p, s in entries:
             if lo < p <= hi:
-                emit_b.append(bi), emit_slot.append(s), emit_state.append(fn(bi, p))
+                emit_slot.append(s)
+                emit_state.append(fn(bi, p))
 
     emit(-1, 0, lambda bi, p: state[bi].clone())
     y = torch.empty(b, T, H, P, dtype=torch.float32, device=x.device)

@@ -49,7 +49,10 @@ CASES = {
 def _inputs(case: Case):
     g = torch.Generator().manual_seed(case.seed)
     B, T, C, W = len(case.positions), case.T, case.C, case.W
-    x = torch.randn(B, T, 2 * C, generator=g)[..., ::2] if case.strided else torch.randn(B, T, C, generator=g)
+    if case.strided:
+        x = torch.randn(B, T, 2 * C, generator=g)[..., ::2]
+    else:
+        x = torch.randn(B, T, C, generator=g)
     weight = torch.randn(C, 1, W, generator=g) / W
     bias = torch.randn(C, generator=g) if case.bias else None
     state = torch.randn(B, C, W - 1, generator=g) if case.state else None
@@ -78,7 +81,8 @@ def check(case: Case) -> dict:
     pool_k, pool_r = _pool(case, n_slots), _pool(case, n_slots)
     out = (torch.full((B, T, case.C), float("nan")).to(case.dtype),
            torch.full((B, case.C, case.W - 1), float("nan")).to(case.dtype))
-    y_k, s_k = causal_conv1d_ckpt(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot, ckpt_pool=pool_k,
+    y_k, s_k = causal_conv1d_ckpt(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot,
+                                  ckpt_pool=pool_k,
                                   silu=case.silu, block_t=BLOCK_T, block_c=8, out=out)
     y_r, s_r = causal_conv1d_ckpt_ref(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot,
                                       ckpt_pool=pool_r, silu=case.silu)
@@ -116,13 +120,14 @@ def test_ref_matches_token_loop(case_id):
     case = CASES[case_id]
     inputs, table, slots, n_slots = _inputs(case)
     pool = _pool(case, n_slots)
-    y, s = causal_conv1d_ckpt_ref(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot, ckpt_pool=pool,
+    y, s = causal_conv1d_ckpt_ref(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot,
+                                  ckpt_pool=pool,
                                   silu=case.silu)
     state = inputs["state"]
     if state is None:
         state = torch.zeros(len(slots), case.C, case.W - 1)
-    y_n, s_n, states = causal_conv1d_naive(inputs["x"], inputs["weight"][:, 0], inputs["bias"], state,
-                                           case.positions, silu=case.silu)
+    y_n, s_n, states = causal_conv1d_naive(inputs["x"], inputs["weight"][:, 0], inputs["bias"],
+                                           state, case.positions, silu=case.silu)
     tol = 2e-2 if case.dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(y.float(), y_n.to(y.dtype).float(), atol=tol, rtol=tol)
     torch.testing.assert_close(s.float(), s_n, atol=0, rtol=0)
@@ -154,9 +159,12 @@ def test_kernel_matches_ref_gpu():
     x = torch.randn(B, T, C, generator=g).cuda()
     weight, bias = torch.randn(C, W, generator=g).cuda(), torch.randn(C, generator=g).cuda()
     state = torch.randn(B, C, W - 1, generator=g).cuda()
-    table = checkpoint_table([[0, 1, 64, 100, 101, T], [T - 1, 33]], [[0, 1, 2, 3, 4, 5], [6, 7]], T, "cuda")
+    table = checkpoint_table([[0, 1, 64, 100, 101, T], [T - 1, 33]],
+                             [[0, 1, 2, 3, 4, 5], [6, 7]], T, "cuda")
     pools = [torch.full((9, C, W - 1), float("nan"), device="cuda") for _ in range(2)]
-    y_k, s_k = causal_conv1d_ckpt(x, weight, bias, state, table.pos, table.slot, pools[0], silu=True)
-    y_r, s_r = causal_conv1d_ckpt_ref(x, weight, bias, state, table.pos, table.slot, pools[1], silu=True)
+    y_k, s_k = causal_conv1d_ckpt(x, weight, bias, state, table.pos, table.slot, pools[0],
+                                  silu=True)
+    y_r, s_r = causal_conv1d_ckpt_ref(x, weight, bias, state, table.pos, table.slot, pools[1],
+                                      silu=True)
     torch.testing.assert_close(y_k, y_r, atol=1e-4, rtol=1e-4)
     assert torch.equal(s_k, s_r) and torch.equal(pools[0][:8], pools[1][:8])

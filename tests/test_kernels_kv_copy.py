@@ -63,8 +63,8 @@ def _setup(case: Case):
         table[0, 1] = -1
     cu = torch.tensor([0] + list(torch.tensor(case.lens).cumsum(0).tolist()), dtype=torch.int32)
     row = (case.heads, case.dim)
-    pairs = [(_draw(g, (n_blocks, bs) + row, case.dtype), _draw(g, (int(cu[-1]) + 2,) + row, case.dtype))
-             for _ in range(2 * case.layers)]
+    pairs = [(_draw(g, (n_blocks, bs) + row, case.dtype),
+              _draw(g, (int(cu[-1]) + 2,) + row, case.dtype)) for _ in range(2 * case.layers)]
     for cache, work in pairs:
         _poison(work if case.gather else cache)
     return pairs, table, cu, torch.tensor(case.starts, dtype=torch.int32)
@@ -85,7 +85,8 @@ def check(case: Case) -> dict:
     kernel(plan, table, cu, max(case.lens), start, block_t=4, block_w=8)
     ref(ref_pairs, table, cu, max(case.lens), start)
     side = 1 if case.gather else 0
-    mismatched = sum(int((_bytes(p[side]) != _bytes(r[side])).sum()) for p, r in zip(pairs, ref_pairs))
+    mismatched = sum(int((_bytes(p[side]) != _bytes(r[side])).sum())
+                     for p, r in zip(pairs, ref_pairs))
     return {"mismatched_bytes": mismatched, "word_bytes": plan.word_bytes}
 
 
@@ -151,8 +152,8 @@ def test_kernel_matches_ref_gpu():
     lens = [100, 37, 250]
     table = torch.randperm(nb, generator=g)[:3 * 16].reshape(3, 16).to(torch.int32).cuda()
     cu = torch.tensor([0, 100, 137, 387], dtype=torch.int32, device="cuda")
-    pairs = [(torch.randn(nb, bs, h, d, generator=g).cuda(), torch.full((387, h, d), float("nan"), device="cuda"))
-             for _ in range(4)]
+    pairs = [(torch.randn(nb, bs, h, d, generator=g).cuda(),
+              torch.full((387, h, d), float("nan"), device="cuda")) for _ in range(4)]
     ref = [(c, w.clone()) for c, w in pairs]
     kv_gather(pairs, table, cu, max(lens))
     kv_gather_ref(ref, table, cu, max(lens))

@@ -226,7 +226,8 @@ def check(case: str) -> dict:
         tail, _ = model(ids[:, 17:], cache)
     return {"installed": list(installed), "launches": launches,
             "full_err": float((full - ref_full).abs().max()),
-            "continue_err": float((torch.cat([head, tail], 1) - torch.cat([ref_head, ref_tail], 1)).abs().max()),
+            "continue_err": float((torch.cat([head, tail], 1)
+                                   - torch.cat([ref_head, ref_tail], 1)).abs().max()),
             "logit_scale": float(ref_full.abs().max())}
 
 

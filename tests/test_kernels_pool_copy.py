@@ -40,6 +40,10 @@ def _poison(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(-77)
 
 
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8)
+
+
 def _tensors(case: Case):
     """Working states, pools and the (src, dst) pairs and indices for the case's mode."""
     g = torch.Generator().manual_seed(case.seed)
@@ -93,7 +97,7 @@ def check(case: Case) -> dict:
     plan = pool_copy_plan(pairs)
     pool_copy(plan, src, dst, block=16)
     pool_copy_ref(ref_pairs, src, dst)
-    mismatched = sum(int((d.contiguous().view(torch.uint8) != r.contiguous().view(torch.uint8)).sum())
+    mismatched = sum(int((_bytes(d) != _bytes(r)).sum())
                      for (_, d), (_, r) in zip(pairs, ref_pairs))
     return {"mismatched_bytes": mismatched, "word_bytes": plan.word_bytes}
 
@@ -127,8 +131,7 @@ def test_pool_copy_ref_matches_loop(case_id):
         expected.append(out)
     pool_copy_ref(pairs, src, dst)
     for (_, d), e in zip(pairs, expected):
-        assert torch.equal(d.view(torch.uint8) if d.is_contiguous() else d.contiguous().view(torch.uint8),
-                           e.contiguous().view(torch.uint8))
+        assert torch.equal(_bytes(d), _bytes(e))
 
 
 def test_plan_rejects_mismatched_pair():
@@ -142,7 +145,8 @@ def test_plan_table_layout():
     assert isinstance(plan, PoolCopyPlan)
     base = plan.addresses.base.data_ptr()
     assert plan.word_bytes == 4
-    assert plan.table.tolist() == [[(a.data_ptr() - base) // 4, (b.data_ptr() - base) // 4, 6, 6, 6]]
+    offsets = [(a.data_ptr() - base) // 4, (b.data_ptr() - base) // 4]
+    assert plan.table.tolist() == [offsets + [6, 6, 6]]
 
 
 def test_vector_width_follows_alignment():

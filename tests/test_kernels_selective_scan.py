@@ -94,7 +94,8 @@ def check(case: Case) -> dict:
     out = (torch.full((B, T, case.D), float("nan")).to(case.dtype),
            torch.full((B, case.D, case.N), float("nan")))
     y_k, h_k = selective_scan_ckpt(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot,
-                                   ckpt_pool=pool_k, ckpt_scale=scale_k, block_d=case.block_d, out=out)
+                                   ckpt_pool=pool_k, ckpt_scale=scale_k, block_d=case.block_d,
+                                   out=out)
     y_r, h_r = selective_scan_ckpt_ref(**inputs, ckpt_pos=table.pos, ckpt_slot=table.slot,
                                        ckpt_pool=pool_r, ckpt_scale=scale_r, chunk=CHUNK)
     used = [s for row in slots for s in row]
@@ -147,7 +148,8 @@ def test_ref_matches_token_loop(case_id):
         for k, s in enumerate(row):
             want = states[b][k]
             if case.int8:   # quantization error is at most half a step per channel
-                assert ((read[s] - want).abs() <= scale[s][..., None] / 2 + 1e-6 * want.abs().max()).all()
+                bound = scale[s][..., None] / 2 + 1e-6 * want.abs().max()
+                assert ((read[s] - want).abs() <= bound).all()
             else:
                 torch.testing.assert_close(read[s], want, atol=1e-4, rtol=1e-4)
 
@@ -163,7 +165,8 @@ def test_kernel_matches_ref_gpu():
     A = -torch.exp(torch.rand(D, N, generator=g))
     h0 = torch.randn(B, D, N, generator=g)
     x, bm, cm, dt, A, h0 = (t.cuda() for t in (x, bm, cm, dt, A, h0))
-    table = checkpoint_table([[0, 64, 100, 101, T], [T - 1, 33]], [[0, 1, 2, 3, 4], [5, 6]], T, "cuda")
+    table = checkpoint_table([[0, 64, 100, 101, T], [T - 1, 33]], [[0, 1, 2, 3, 4], [5, 6]], T,
+                             "cuda")
     pools = [torch.full((8, D, N), float("nan"), device="cuda") for _ in range(2)]
     y_k, h_k = selective_scan_ckpt(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[0])
     y_r, h_r = selective_scan_ckpt_ref(x, dt, A, bm, cm, h0, table.pos, table.slot, pools[1])
