@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Sequence
 
 import torch
@@ -38,11 +39,13 @@ from torch import Tensor
 from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
 from marconi.runtime.model_adapters import ModelAdapter
 from marconi.runtime.pools import KVPool, StatePool
 from marconi.runtime.prefix_cache import TraceClock
 from marconi.runtime.seq import Seq
 from marconi.runtime.tensor_cache import TensorPrefixCache
+from marconi.runtime.workload import Request, Workload
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +115,34 @@ class _Counters:
 class CachedModel:
     """A model behind a prefix cache. Build it with `marconi.wrap`."""
 
-    def __init__(self, adapter: ModelAdapter, cost: CostModel, policy, capacity: Capacity,
+    def __init__(self, adapter: ModelAdapter, cost: CostModel, policy_cls, config: CacheConfig,
                  poison_freed: bool = False):
         self.adapter = adapter
         self.cost = cost
-        self.policy = policy
-        self.capacity = capacity
         layout = adapter.layout()
         _check_sizes(cost, layout)
-        if policy.stride() is not None:
-            raise UserError("policy", f"{policy.name!r} keeps a state every "
-                            f"{policy.stride()} ids inside edges, which the wrapper does not "
-                            "store; expected a policy without dense checkpoints")
+        # The requests served so far, as a workload the policy can read: online policies
+        # tune (Marconi's α) or plan (`planned`) by replaying past requests, never later ones.
+        self.history = _History(Workload(name="marconi.wrap", requests=[], block_size=1,
+                                         kind="token", source="marconi.wrap"))
+        self.policy = policy_cls(cost, config, self.history.workload)
+        self.capacity = self.policy.capacity()
+        if self.capacity.total_bytes is None:
+            raise UserError("policy", f"{self.policy.name!r} has no capacity limit; expected "
+                            "a policy that fits a bounded capacity")
+        if self.policy.stride() is not None:
+            raise UserError("policy", f"{self.policy.name!r} keeps a state every "
+                            f"{self.policy.stride()} ids inside edges, which the wrapper does "
+                            "not store; expected a policy without dense checkpoints")
         kpt, sb = layout.kv_bytes_per_token, layout.state_bytes
-        kv_tokens = int(capacity.kv_limit // kpt) if kpt else 0
-        state_slots = int(capacity.state_limit // sb) if sb else 0
+        kv_tokens = int(self.capacity.kv_limit // kpt) if kpt else 0
+        state_slots = int(self.capacity.state_limit // sb) if sb else 0
         device = adapter.device
         self.kv_pool = KVPool(layout.kv, kv_tokens, device, poison=poison_freed)
         self.state_pool = StatePool(layout.states, state_slots, device, poison=poison_freed)
         self.clock = TraceClock()
-        self.cache = TensorPrefixCache(self.kv_pool, self.state_pool, capacity,
-                                       policy.make_index(), self.clock)
+        self.cache = TensorPrefixCache(self.kv_pool, self.state_pool, self.capacity,
+                                       self.policy.make_index(), self.clock)
         self._n = _Counters()
 
     # ------------------------------------------------------------------ public API
@@ -193,12 +203,19 @@ class CachedModel:
             n.hit_requests += 1
         else:
             work = self.adapter.new_cache()
-        marks = sorted({c for c in policy.admit(seq_in, m).checkpoints if h < c < L})
+        marks = sorted({c for c in policy.admit(seq_in, m).checkpoints if h < c <= L})
         logits, work, snaps = self._prefill(ids, h, marks, work)
         tokens, step_logits, work = self._decode(logits[-1], max_new, work)
         fed = ids + tokens[:-1]
         snaps[len(fed)] = self.adapter.states(work)
+        i = len(self.history.workload.requests)
+        self.history.workload.requests.append(Request(
+            index=i, arrival_ms=self.clock.now, input_ids=tuple(ids), input_tokens=L,
+            output_tokens=len(fed) - L, output_ids=tuple(tokens[:-1])))
         self._admit(Seq(tuple(fed), L, L, len(fed), 1), m, work, snaps)
+        if self.history.first_eviction is None and cache.evictions:
+            self.history.first_eviction = i
+        policy.after_request(self.history, i)
 
         n.requests += 1
         n.input_tokens += L
@@ -223,28 +240,31 @@ class CachedModel:
         L = len(ids)
         row = torch.tensor([ids], dtype=torch.long, device=a.device)
         snaps: dict[int, list[Tensor]] = {}
-        if a.continues_prefill or (h == 0 and not marks):
-            bounds = [h, *marks, L]
+        inner = [p for p in marks if p < L]
+        if a.continues_prefill or (h == 0 and not inner):
+            bounds = [h, *inner, L]
             parts = []
             for lo, hi in zip(bounds, bounds[1:]):
                 out, work = a.forward(row[:, lo:hi], work)
                 parts.append(out[0])
                 n.split_extra_flops += cost.prefill_flops(hi - lo, lo)
-                if hi < L:
+                if hi in marks:
                     snaps[hi] = _clone(a.states(work))
             n.forward_calls += len(parts)
             n.split_forwards += len(parts) - 1
             n.split_extra_flops -= cost.prefill_flops(L - h, h)
             return torch.cat(parts), work, snaps
         if h == 0:                               # reach each mark from token 0, then all
-            for p in marks:
+            for p in inner:
                 _, tmp = a.forward(row[:, :p], a.new_cache())
                 snaps[p] = _clone(a.states(tmp))
                 n.recomputed_tokens += p
                 n.split_extra_flops += cost.prefill_flops(p, 0)
             out, work = a.forward(row, work)
-            n.forward_calls += len(marks) + 1
-            n.split_forwards += len(marks)
+            if L in marks:
+                snaps[L] = _clone(a.states(work))
+            n.forward_calls += len(inner) + 1
+            n.split_forwards += len(inner)
             return out[0], work, snaps
         parts = []                               # after a hit: one token at a time
         for t in range(h, L):
@@ -290,6 +310,15 @@ class CachedModel:
             cache.touch_path(end if end is not None else (m.partial or m.node))
 
 
+class _History:
+    """What `Policy.after_request(replay, i)` reads of a replay: the requests so far and
+    the request during which the first eviction happened."""
+
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self.first_eviction: int | None = None
+
+
 def _clone(tensors: list[Tensor]) -> list[Tensor]:
     return [t.clone() for t in tensors]
 
@@ -317,7 +346,7 @@ def _check_sizes(cost: CostModel, layout) -> None:
 
 
 DEFAULT_CAPACITY = "1GiB"
-DEFAULT_POLICY = "marconi"
+DEFAULT_POLICY = "planned"       # without a plan: `planned` from the default rules
 
 
 def wrap(model, plan=None, capacity=None, policy: str | None = None,
@@ -325,27 +354,48 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
     """Put `model` behind a prefix cache.
 
     model:    our reference `HybridLM` or a supported Hugging Face hybrid model
-    plan:     a runtime.yaml path or a Plan (its policy, capacity and memory split); a plan
-              made for another model is refused (PlanError)
-    capacity: bytes or a string ("2GiB"); overrides the plan's; default 1 GiB
-    policy:   a registered policy name instead of a plan (default "marconi")
+    plan:     a runtime.yaml path or a `Plan`: the `planned` policy runs its rules, at its
+              capacity and memory split. A plan made for another model (another cost
+              fingerprint: sizes, FLOPs or dtypes) is refused with a PlanError.
+    capacity: bytes or a string ("2GiB"); overrides the plan's. Default: the plan's, else
+              1 GiB.
+    policy:   a registered policy name, instead of a plan. Default: `planned` from the
+              default rules (input ends, branch points on a second sighting, LRU), which
+              plans itself online from the requests it served (docs/wrap.md).
     poison_freed: fill freed pool slots with NaN (debugging, tests)
     cost:     this model's CostModel if already built (`passes.build_cost_model`, "model"
               layout); built here otherwise. Its byte sizes are checked against the cache.
     """
-    from marconi.runtime.config import CacheConfig
     from marconi.runtime.model_adapters import adapter_for
     from marconi.runtime.policies import get_policy
-    from marconi.runtime.workload import Workload
     from marconi.units import parse_capacity
 
     adapter = adapter_for(model)
     cost = cost if cost is not None else adapter.cost_model()
+    chunk = None
+    if plan is not None:
+        if policy is not None:
+            raise UserError("policy", f"{policy!r} given with a plan; expected one of the two")
+        plan = _load_plan(plan, cost)
+        policy_cls = get_policy("planned").with_plan(plan)
+        chunk = plan.chunk_tokens
+        if capacity is None:
+            capacity = plan.capacity_bytes
+    else:
+        policy_cls = get_policy(policy or DEFAULT_POLICY, "policy")
     cap = Capacity.shared(parse_capacity(capacity if capacity is not None else DEFAULT_CAPACITY,
                                          "capacity"))
-    policy_cls = get_policy(policy or DEFAULT_POLICY, "policy")
-    # online: no workload is known in advance (Marconi's α stays at its initial value)
-    workload = Workload(name="marconi.wrap", requests=(), block_size=1, kind="token",
-                        source="marconi.wrap")
-    return CachedModel(adapter, cost, policy_cls(cost, CacheConfig(capacity=cap), workload),
-                       cap, poison_freed)
+    return CachedModel(adapter, cost, policy_cls, CacheConfig(capacity=cap, chunk_tokens=chunk),
+                       poison_freed)
+
+
+def _load_plan(plan, cost: CostModel):
+    """A Plan from a runtime.yaml path or a Plan, checked against `cost`'s fingerprint."""
+    from marconi.planner.rules import Plan
+    from marconi.planner.serialize import check_model, load_plan
+    if isinstance(plan, Plan):
+        check_model(plan, cost, "plan")
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        return load_plan(plan, cost)
+    raise UserError("plan", f"{type(plan).__name__}; expected a runtime.yaml path or a Plan")

@@ -1,0 +1,165 @@
+"""`marconi.wrap`: what it accepts and refuses, the policies it runs, its statistics."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from marconi.errors import PlanError, UnsupportedModelError, UserError
+from marconi.runtime.cached_model import CachedModel, wrap
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.model_adapters import ReferenceAdapter, adapter_for
+from marconi.runtime.policies import get_policy
+from wrap_helpers import Script, cost_for, full_logits, model_for, one_thread
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+
+
+def test_refuses_models_it_does_not_know():
+    with pytest.raises(UnsupportedModelError, match="not a model marconi.wrap knows"):
+        wrap(torch.nn.Linear(4, 4))
+
+
+def test_refuses_a_hugging_face_model_that_is_not_a_supported_hybrid():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, vocab_size=64)
+    with pytest.raises(UnsupportedModelError, match="model_type 'llama'"):
+        wrap(LlamaForCausalLM(cfg))
+
+
+@pytest.mark.parametrize("policy,match", [
+    pytest.param("vllm-all", "keeps a state every", id="dense-stride"),
+    pytest.param("infinite", "no capacity limit", id="unbounded"),
+    pytest.param("lru", "unknown policy", id="unknown"),
+])
+def test_refuses_policies_it_cannot_run(policy, match):
+    kind, name = "ref", "qwen3-next-tiny"
+    with pytest.raises(UserError, match=match):
+        wrap(model_for(kind, name), policy=policy, cost=cost_for(kind, name))
+
+
+def test_cost_model_must_match_the_cache_it_accounts_for():
+    with pytest.raises(RuntimeError, match="pools would not match"):
+        wrap(model_for("ref", "qwen3-next-tiny"), cost=cost_for("ref", "nemotron-h-tiny"))
+
+
+def _plan_for(cost, capacity: int):
+    from marconi.planner.rules import default_plan
+    return default_plan(cost.model, cost.fingerprint(), 1, None, capacity)
+
+
+def test_plan_for_another_model_is_refused(tmp_path):
+    from marconi.planner.serialize import write_plan
+    cost_a, cost_b = cost_for("ref", "qwen3-next-tiny"), cost_for("ref", "nemotron-h-tiny")
+    plan = _plan_for(cost_a, 1 << 20)
+    path = tmp_path / "runtime.yaml"
+    write_plan(plan, path)
+    cached = wrap(model_for("ref", "qwen3-next-tiny"), plan=str(path), cost=cost_a)
+    assert cached.capacity.total_bytes == 1 << 20 and cached.policy.rules == plan
+    for given in (str(path), plan):
+        with pytest.raises(PlanError, match="cost_fingerprint"):
+            wrap(model_for("ref", "nemotron-h-tiny"), plan=given, cost=cost_b)
+    with pytest.raises(UserError, match="given with a plan"):
+        wrap(model_for("ref", "qwen3-next-tiny"), plan=plan, policy="marconi", cost=cost_a)
+
+
+@pytest.mark.parametrize("policy", ["planned", "marconi", "sglang", "vllm-align"])
+def test_every_runnable_policy_is_exact(policy):
+    kind, name = "ref", "kimi-linear-tiny"
+    model, cost = model_for(kind, name), cost_for(kind, name)
+    cached = wrap(model, policy=policy, poison_freed=True, cost=cost,
+                  capacity=4 * (cost.state_bytes() + 60 * cost.kv_bytes_per_token))
+    script = Script(seed=11, system=36, turn=(8, 40))   # past vllm-align's 32-token grid
+    for _ in range(10):
+        ids = script.next()
+        out = cached.generate(ids, max_new_tokens=2)
+        ref = full_logits(model, ids + list(out.tokens[:-1]))
+        h = out.prefill.start
+        assert (out.prefill.logits - ref[h:len(ids)]).abs().max().item() < 1e-4
+        assert list(out.tokens) == ref[len(ids) - 1:].argmax(-1).tolist()
+        cached.cache.check_payloads()
+        script.record(ids, out.tokens)
+    s = cached.stats()
+    assert s.policy == policy and s.hit_requests > 0 and s.checkpoints_skipped == 0
+
+
+def test_stats_count_what_happened():
+    """Three requests sharing a 20-token prefix under Marconi's admission: the second
+    sighting checkpoints the branch point (a split prefill), the third hits it."""
+    kind, name = "ref", "nemotron-h-tiny"
+    model, cost = model_for(kind, name), cost_for(kind, name)
+    cached = wrap(model, policy="sglang", cost=cost)
+    rng = random.Random(0)
+    shared = [rng.randrange(256) for _ in range(20)]
+    reqs = [shared + [rng.randrange(256) for _ in range(k)] for k in (5, 7, 9)]
+    outs = [cached.prefill(r) for r in reqs]
+    assert [o.start for o in outs] == [0, 0, 20]
+    s = cached.stats()
+    assert (s.requests, s.hit_requests, s.input_tokens, s.reused_tokens) == (3, 1, 81, 20)
+    assert s.prefill_tokens == 61 and s.token_hit_rate == pytest.approx(20 / 81)
+    assert s.split_forwards == 1 and s.forward_calls == 4        # 25 | 20 + 7 | 9
+    assert s.flop_savings == pytest.approx(
+        cost.saved_flops(20, 9) / sum(cost.prefill_flops(len(r), 0) for r in reqs))
+    # held: the tree 0-20 (state), 20-25 (state), 20-27 (state), 20-29 (state)
+    assert (s.cached_tokens, s.checkpoints_held) == (20 + 5 + 7 + 9, 4)
+    assert s.bytes_held == 41 * cost.kv_bytes_per_token + 4 * cost.state_bytes()
+    assert s.split_extra_flops == pytest.approx(
+        cost.prefill_flops(20, 0) + cost.prefill_flops(7, 20) - cost.prefill_flops(27, 0))
+
+
+class _OneTokenAfterHit(ReferenceAdapter):
+    """The reference model presented as a family whose multi-token forward cannot resume
+    a restored state (as HF Jamba): exercises the one-token and recompute paths."""
+
+    continues_prefill = False
+
+
+def test_a_family_that_cannot_continue_runs_token_by_token_and_recomputes():
+    kind, name = "ref", "qwen3-next-tiny"
+    model, cost = model_for(kind, name), cost_for(kind, name)
+    adapter = _OneTokenAfterHit(model)
+    cap = Capacity.shared(1 << 22)
+    cached = CachedModel(adapter, cost, get_policy("sglang"), CacheConfig(capacity=cap))
+    rng = random.Random(1)
+    shared = [rng.randrange(256) for _ in range(16)]
+    reqs = [shared + [rng.randrange(256) for _ in range(k)] for k in (4, 6, 8)]
+    for r in reqs:
+        out = cached.prefill(r)
+        ref = full_logits(model, r)
+        assert (out.logits - ref[out.start:]).abs().max().item() < 1e-4
+    s = cached.stats()
+    # 2nd request: a miss with a checkpoint at 16, reached by recomputing 16 tokens;
+    # 3rd: a hit at 16, then its 8 new tokens one at a time
+    assert s.recomputed_tokens == 16 and s.single_token_steps == 8
+    assert s.forward_calls == 1 + 2 + 8
+    assert s.split_extra_flops == pytest.approx(
+        cost.prefill_flops(16, 0) + sum(cost.prefill_flops(1, t) for t in range(16, 24))
+        - cost.prefill_flops(8, 16))
+
+
+def test_batch_forms_equal_one_call_each():
+    kind, name = "ref", "falcon-h1-tiny"
+    model, cost = model_for(kind, name), cost_for(kind, name)
+    rng = random.Random(3)
+    shared = [rng.randrange(256) for _ in range(12)]
+    batch = [shared + [rng.randrange(256) for _ in range(k)] for k in (3, 5, 4, 6)]
+    one, many = wrap(model, cost=cost), wrap(model, cost=cost)
+    singles = [one.generate(ids, max_new_tokens=3) for ids in batch]
+    batched = many.generate_batch(batch, max_new_tokens=3)
+    for a, b in zip(singles, batched):
+        assert a.tokens == b.tokens and torch.equal(a.logits, b.logits)
+    assert one.stats() == many.stats()
+    pre = wrap(model, cost=cost).prefill_batch(torch.tensor([batch[0], batch[0]]))
+    assert pre[1].start > 0 or pre[1].start == pre[0].start == 0
+
+
+def test_adapter_layout_bytes_equal_the_cost_model_for_every_reference_family():
+    for name in ("jamba-tiny", "nemotron-h-tiny", "qwen3-next-tiny", "kimi-linear-tiny",
+                 "falcon-h1-tiny"):
+        layout, cost = adapter_for(model_for("ref", name)).layout(), cost_for("ref", name)
+        assert layout.kv_bytes_per_token == cost.kv_bytes_per_token
+        assert layout.state_bytes == cost.state_bytes()
