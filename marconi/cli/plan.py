@@ -3,21 +3,166 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments)
+                                add_trace_arguments, capacity_from, dtypes_from, load_source)
 
 HELP = "the main job: plan checkpoints, admission and eviction for MODEL (default subcommand)"
-DESCRIPTION = HELP
+DESCRIPTION = (
+    "Analyse MODEL, load the workload (the built-in default without --trace), compute the "
+    "offline optimum, derive admission and eviction rules from it, tune them by replay, "
+    "then replay the plan against every baseline policy and the upper bound, write "
+    "runtime.yaml and print a report. The report also shows a plan fitted on the first "
+    "half of the workload and scored on the second half.")
 
 
 def add_arguments(p):
     add_model_argument(p)
     add_trace_arguments(p, required=False)
     add_capacity_argument(p, required=False)
-    p.add_argument("-o", "--output", default="runtime.yaml", help="where to write the plan")
+    p.add_argument("-o", "--output", default="runtime.yaml",
+                   help="where to write the plan (written atomically, only on success)")
     add_format_argument(p)
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw token hit rate and FLOP savings against capacity for "
+                        "every policy (¼× to 4× the capacity) into this PNG")
+    p.add_argument("--no-held-out", action="store_true",
+                   help="skip the check that fits on the first half and scores the second")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="worker processes for replaying the baselines (default 2)")
 
 
 def run(args) -> int:
-    from marconi.cli.common import load_source
-    load_source(args)
-    raise NotImplementedError("plan: planner/ is not built yet")
+    from marconi.cli.render import emit_json
+    from marconi.passes import build_cost_model
+    from marconi.planner.capacity_search import capacity_for_share
+    from marconi.planner.job import run_plan_job
+    from marconi.planner.serialize import write_plan
+    from marconi.runtime.generators import default_workload
+    from marconi.runtime.workload import load_trace
+    from marconi.units import format_bytes
+
+    capacity = capacity_from(args)
+    source = load_source(args)
+    dtype, state_dtype = dtypes_from(args)
+    cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
+    if args.trace:
+        workload = load_trace(args.trace, block_size=args.block_size,
+                              skip_bad_lines=args.skip_bad_lines)
+    else:
+        workload = default_workload()
+    if capacity is None:
+        point = capacity_for_share(workload, cost, 0.5)
+        capacity = point.capacity_bytes
+        how = (f"default: {format_bytes(capacity)}, where the sglang baseline reaches "
+               f"{100 * point.share:.0f} % of an unbounded cache's FLOP savings")
+    else:
+        how = "given"
+    factors = (0.25, 0.5, 1.0, 2.0, 4.0) if args.plot else ()
+    job = run_plan_job(workload, cost, capacity, capacity_source=how,
+                       held_out=not args.no_held_out, sweep_factors=factors,
+                       jobs=max(1, args.jobs))
+    if args.plot:
+        _plot(job, args.plot, cost.model, workload.name)
+    write_plan(job.plan.plan, args.output)
+    if args.format == "json":
+        emit_json(_document(job, cost, workload, args.output))
+    else:
+        print(_text(job, cost, workload, args.output))
+    return 0
+
+
+# ---------------------------------------------------------------- rendering
+
+def _bound_dict(ev) -> dict:
+    return ev.bound.to_dict()
+
+
+def _document(job, cost, workload, output) -> dict:
+    doc = {"model": cost.model, "trace": workload.name,
+           "capacity_bytes": job.capacity_bytes, "capacity_source": job.capacity_source,
+           "results": [r.to_dict() for r in job.whole.results],
+           "bound": _bound_dict(job.whole),
+           "rules": job.plan.plan.rules_dict(),
+           "offline_schedule": job.plan.insights.to_dict(),
+           "runtime_yaml": str(output), "seconds": job.seconds}
+    if job.held_out is not None:
+        doc["held_out"] = {"fitted_on": "first half", "scored_on": job.held_out.workload,
+                           "results": [r.to_dict() for r in job.held_out.results],
+                           "bound": _bound_dict(job.held_out),
+                           "rules": job.held_out_plan.plan.rules_dict()}
+    if job.sweep:
+        doc["sweep"] = [{"capacity_bytes": cap, "upper_bound_flop_savings": ub,
+                         "results": [{"policy": r.policy, "token_hit_rate": r.token_hit_rate,
+                                      "flop_savings": r.flop_savings} for r in results]}
+                        for cap, results, ub in job.sweep]
+    return doc
+
+
+def _policy_table(ev, title: str) -> str:
+    from marconi.cli.render import table
+    rows = [[r.policy, r.token_hit_rate, r.flop_savings, r.ttft_p50_ms, r.ttft_p95_ms,
+             ev.share_of_bound(r)] for r in ev.results]
+    rows.append([f"upper bound ({ev.bound.method})", float("nan"),
+                 ev.bound.upper.flop_savings, float("nan"), float("nan"), 1.0])
+    return table(["policy", "token hit rate", "FLOP savings", "TTFT P50 ms", "TTFT P95 ms",
+                  "share of bound"], rows, title=title)
+
+
+def _text(job, cost, workload, output) -> str:
+    from marconi.units import format_bytes
+    plan = job.plan.plan
+    lines = [f"marconi-plan: {cost.model} on {workload.name} ({len(workload.requests)} "
+             f"requests), capacity {format_bytes(job.capacity_bytes)} ({job.capacity_source})",
+             "", _policy_table(job.whole, "Whole workload, plan fitted on it:")]
+    if job.held_out is not None:
+        lines += ["", _policy_table(job.held_out, f"Held out: plan fitted on the first half, "
+                                    f"scored on the second ({job.held_out.workload}):")]
+    adm, ins = plan.admission, job.plan.insights
+    share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in ins.value_share)
+    offsets = ", ".join(f"{c} {v / 1000:+.0f} s" if abs(v) < 1e12 else f"{c} first"
+                        for c, v in plan.eviction.offsets_ms if v)
+    lines += ["", "Rules chosen:",
+              f"  offline optimum's hits by the rule that could first checkpoint them: {share}",
+              f"  checkpoints: input end {'on' if adm.input_end else 'off'}, output end "
+              f"{'on' if adm.output_end else 'off'}, branch points "
+              + (f"from sighting {adm.branch_sighting + 1}" if adm.branch_sighting else "off")
+              + (f", stride {adm.stride_tokens} tokens" if adm.stride_tokens else "")
+              + f"; none below {adm.min_prefix_tokens} tokens",
+              f"  fresh requests (< {100 * adm.fresh_threshold:.0f} % seen before): "
+              + ("admitted" if adm.admit_fresh else "not checkpointed"),
+              f"  eviction: class-offset LRU, offsets {offsets or 'none (plain LRU)'}",
+              f"  memory: {plan.memory.pools} pool"
+              + (f", {100 * plan.memory.state_fraction:.0f} % for states"
+                 if plan.memory.pools == 'split' else ""),
+              f"  pinned prefixes: {len(plan.pinned)}",
+              f"  tuned by {len(job.plan.trials)} replays in {job.plan.seconds:.1f} s",
+              "", f"Wrote {output}. Job took {job.seconds:.1f} s."]
+    return "\n".join(lines)
+
+
+def _plot(job, path: str, model: str, trace: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from e
+    caps = [cap / 2**30 for cap, _, _ in job.sweep]
+    policies = [r.policy for r in job.sweep[0][1]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, name in enumerate(policies):
+        hit = [results[i].token_hit_rate * 100 for _, results, _ in job.sweep]
+        flops = [results[i].flop_savings * 100 for _, results, _ in job.sweep]
+        style = dict(marker="o", linewidth=2.5 if name == "planned" else 1.2)
+        ax1.plot(caps, hit, label=name, **style)
+        ax2.plot(caps, flops, label=name, **style)
+    ax2.plot(caps, [ub * 100 for _, _, ub in job.sweep], "k--", label="upper bound")
+    for ax, what in ((ax1, "token hit rate (%)"), (ax2, "FLOP savings (%)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("cache capacity (GiB)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"{model} on {trace}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -11,6 +11,7 @@ from marconi.planner.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.policies import register
 from marconi.runtime.policies.base import Admission, Policy
+from marconi.runtime.policies.marconi import flop_efficiency
 from marconi.runtime.prefix_cache import DROP_STATE, REMOVE
 
 # when one depth qualifies for several classes, the first listed wins
@@ -23,17 +24,17 @@ class Planned(Policy):
 
     Admission (`AdmissionRules`), per request, with the prefixes seen so far kept in a
     ghost index (`planner.ghost.SeenPrefixes`: ids only, not charged to the cache):
-    a state at the input's end (block traces: its last full block) unless the input is
-    fresh and fresh ends are not admitted; after the last decoded token when outputs are
-    known and the rule is on; where the input leaves the seen prefixes once they were seen
+    a state at the input's end (block traces: its last full block) and, when outputs are
+    known and the rule is on, after the last decoded token, unless the input is fresh
+    (mostly unseen) and fresh requests are not admitted; where the input leaves the seen prefixes once they were seen
     by ``branch_sighting`` earlier sequences; every ``stride_tokens`` inside new content;
     at each pinned prefix it starts with. Positions floor to the engine grid; none
     shallower than ``min_prefix_tokens`` or at/above the hit. Only KV up to the deepest
     new state is inserted (KV past it could never be resumed).
 
     Eviction (`EvictionRules`): over nodes with a state and at most one child, and
-    state-less leaves, evict the smallest ``last_access + offset[class]`` (ties: older
-    node); a leaf is removed, a single-child node drops its state. A state that a later
+    state-less leaves, evict the smallest ``last_access + offset[class]`` plus, if tuned,
+    a term in Marconi's FLOP efficiency (ties: older node); a leaf is removed, a single-child node drops its state. A state that a later
     request extended past (one child, not a branch or pin) is class ``passed``. Recency:
     the matched and inserted path is refreshed.
 
@@ -58,6 +59,7 @@ class Planned(Policy):
         self.cls: dict[int, str] = {}          # node uid → reuse class
         self.pending: dict[int, str] = {}      # depth → class of this request's states
         self.next_request = 0
+        self.efficiency = flop_efficiency(cost)
 
     @classmethod
     def with_plan(cls, plan: Plan) -> type[Planned]:
@@ -91,17 +93,17 @@ class Planned(Policy):
                 ck[d] = cls
 
         for p in self.rules.pinned:
-            if len(p) <= n and seq.ids[:len(p)] == p:
-                add(len(p), PINNED)
+            if p.ids <= n and p.matches(seq.ids):
+                add(p.ids, PINNED)
         if rules.branch_sighting and sight.passes >= rules.branch_sighting and \
                 0 < sight.depth < n:
             add(sight.depth, BRANCH)
         if rules.input_end and (rules.admit_fresh or not fresh):
             end = n if seq.block == 1 else seq.floor_grid(n, seq.block)
             add(end, FRESH if fresh else CONTINUATION)
-        if rules.output_end and len(seq.ids) > n and \
+        if rules.output_end and len(seq.ids) > n and (rules.admit_fresh or not fresh) and \
                 self.workload.requests[self.next_request].output_ids is not None:
-            add(len(seq.ids), OUTPUT)
+            add(len(seq.ids), FRESH if fresh else OUTPUT)
         if rules.stride_tokens:
             step = rules.stride_tokens
             t = (seq.tokens(sight.depth) // step + 1) * step
@@ -143,7 +145,11 @@ class Planned(Policy):
         return cls
 
     def offset(self, node) -> float:
-        return self.rules.eviction.offset(self.node_class(node))
+        ev = self.rules.eviction
+        out = ev.offset(self.node_class(node))
+        if ev.efficiency_ms and node.ckpt:
+            out += ev.efficiency_ms * self.efficiency(node) / ev.efficiency_ref
+        return out
 
     # ------------------------------------------------------------------ private
     def _plan_online(self, replay, n: int) -> None:

@@ -1,0 +1,96 @@
+"""The prefixes seen so far: a compressed trie of ids with pass counts, no KV, no states.
+
+The `planned` policy keeps it beside its cache (as ARC keeps ghost lists): it tells, for a
+new request, how deep its input was seen before and by how many earlier sequences, even
+when the cache has long evicted that content. That is what lets a rule checkpoint a
+shared prefix on its second sighting although the first sighting's KV is gone, and tell a
+continuation from a fresh request. Metadata only (ids, counts): not charged to the cache.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Sighting(NamedTuple):
+    depth: int       # ids of the input seen before (longest common prefix with the past)
+    passes: int      # earlier sequences that passed that depth (0 when depth == 0)
+
+
+class SeenPrefixes:
+    __slots__ = ("keys", "children", "passes", "depths")
+
+    def __init__(self):
+        self.keys: list[tuple] = [()]
+        self.children: list[dict] = [{}]
+        self.passes: list[int] = [0]
+        self.depths: list[int] = [0]
+
+    def __len__(self) -> int:
+        return len(self.keys) - 1
+
+    def lookup(self, ids: tuple, n: int) -> Sighting:
+        """How far ``ids[:n]`` was seen before, and how often at that depth."""
+        node, d, passes = 0, 0, 0
+        while d < n:
+            child = self.children[node].get(ids[d])
+            if child is None:
+                break
+            key = self.keys[child]
+            j = _common_prefix(key, ids, d, n)
+            d += j
+            passes = self.passes[child]
+            if j < len(key):
+                break
+            node = child
+        return Sighting(d, passes if d else 0)
+
+    def add(self, ids: tuple) -> None:
+        """Record one more sequence."""
+        node, d, n = 0, 0, len(ids)
+        while d < n:
+            child = self.children[node].get(ids[d])
+            if child is None:
+                self._new(node, ids[d:], n)
+                return
+            key = self.keys[child]
+            j = _common_prefix(key, ids, d, n)
+            if j < len(key):
+                child = self._split(node, child, j)
+            self.passes[child] += 1
+            node, d = child, d + j
+
+    # ------------------------------------------------------------ private helpers
+    def _new(self, parent: int, key: tuple, depth: int) -> None:
+        self.keys.append(key)
+        self.children.append({})
+        self.passes.append(1)
+        self.depths.append(depth)
+        self.children[parent][key[0]] = len(self.keys) - 1
+
+    def _split(self, parent: int, child: int, j: int) -> int:
+        """Cut `child`'s edge after j ids; the new upper node keeps its pass count."""
+        key = self.keys[child]
+        upper = len(self.keys)
+        self.keys.append(key[:j])
+        self.children.append({key[j]: child})
+        self.passes.append(self.passes[child])
+        self.depths.append(self.depths[child] - len(key) + j)
+        self.keys[child] = key[j:]
+        self.children[parent][key[0]] = upper
+        return upper
+
+
+def _common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
+    """Length of the common prefix of `key` and ``ids[d:n]`` (first ids agree)."""
+    hi = min(len(key), n - d)
+    if key[:hi] == ids[d:d + hi]:
+        return hi
+    lo = 1
+    while hi - lo > 1:                  # prefix lo agrees, prefix hi does not
+        mid = (lo + hi) // 2
+        if key[lo:mid] == ids[d + lo:d + mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo

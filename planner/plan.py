@@ -1,0 +1,72 @@
+"""Plan a workload: offline optimum → rules it relies on → parameters tuned by replay.
+
+    derive_plan(workload, cost, capacity)
+      1. candidates and the offline bound (`offline.py`): an upper bound and a rounded
+         feasible schedule;
+      2. what the schedule relies on (`derive.py`): reuse classes, sightings, minimum
+         prefix, pinned prefixes, the states' share of memory → starting rules;
+      3. coordinate search by replay of the `planned` policy on the same workload
+         (`tune.py`): eviction offsets per class, fresh-input admission, sighting, stride,
+         memory split.
+
+To keep the planner honest, callers fit on one part of a trace and score on another
+(`Workload.split`): `marconi-plan` reports both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from marconi.passes.cost_model import CostModel
+from marconi.planner.candidates import build_problem
+from marconi.planner.derive import OfflineInsights, analyze, initial_plan
+from marconi.planner.offline import BoundReport, offline_bound
+from marconi.planner.rules import Plan
+from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.workload import Workload
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    bound: BoundReport
+    insights: OfflineInsights
+    trials: tuple[Trial, ...]
+    tuned_flop_savings: float         # the plan replayed on the workload it was tuned on
+    seconds: float
+
+
+def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
+                chunk_tokens: int | None = None, memory_split: bool = True,
+                bound_method: str = "auto", tune_budget_s: float = 60.0,
+                config: CacheConfig | None = None) -> PlanResult:
+    """A Plan for `workload` at `capacity_bytes`, tuned on `workload` itself."""
+    t0 = time.perf_counter()
+    problem = build_problem(workload, cost, capacity_bytes)
+    bound = offline_bound(workload, cost, capacity_bytes, method=bound_method,
+                          problem=problem)
+    insights = analyze(problem, workload, bound.rounded.hits)
+    log.info("offline schedule of %s: %s", workload.name, insights.to_dict())
+    plan = initial_plan(insights, cost, workload, capacity_bytes, chunk_tokens)
+    base = config or CacheConfig(capacity=Capacity.shared(int(capacity_bytes)))
+    config = dataclasses.replace(base, capacity=Capacity.shared(int(capacity_bytes)),
+                                 chunk_tokens=chunk_tokens)
+    space = search_space(plan, insights, memory_split)
+    plan, best, trials = coordinate_search(
+        plan, space, lambda p: replay_savings(p, workload, cost, config), tune_budget_s)
+    plan = dataclasses.replace(plan, provenance=(
+        ("workload", workload.name), ("requests", len(workload.requests)),
+        ("capacity_bytes", int(capacity_bytes)),
+        ("bound_method", bound.method),
+        ("upper_bound_flop_savings", round(bound.upper.flop_savings, 6)),
+        ("rounded_flop_savings", round(bound.rounded.flop_savings, 6)),
+        ("tuned_flop_savings", round(best, 6)),
+        ("replays", len(trials))))
+    return PlanResult(plan=plan, bound=bound, insights=insights, trials=trials,
+                      tuned_flop_savings=best, seconds=time.perf_counter() - t0)
