@@ -58,6 +58,60 @@ def fit_poly(samples: dict[tuple[int, int], int]) -> FlopPoly:
     return FlopPoly(**{name: _number(c) for name, c in zip(MONOMIALS, coeffs)})
 
 
+def fit_windowed(samples: dict[tuple[int, int], int], span: int) -> FlopPoly:
+    """FlopPoly of a sliding-window attention layer whose queries see at most `span` keys.
+
+    Its cost is c_n·n + c_e·(E(n, p) - n/2) + c_p·p + c_pp·p² + c_1, where E(n, p) =
+    Σ_{i=1..n} min(span, p + i) are the score entries; without the cap E - n/2 = n·p + n²/2,
+    so the uncapped polynomial has c_nn = c_e/2 and c_np = c_e (what
+    `LayerCost.prefill_flops` assumes when it applies the window).
+    """
+    from marconi.passes.cost_model import causal_entries
+
+    def basis(n, p):
+        return [Fraction(n), Fraction(2 * causal_entries(n, p, span) - n) / 2, Fraction(p),
+                Fraction(p * p), Fraction(1)]
+
+    chosen = _independent([basis(*pt) for pt in samples], list(samples), 5)
+    coeffs = solve_exact([basis(*pt) for pt in chosen], [samples[pt] for pt in chosen])
+    for (n, p), value in samples.items():
+        got = sum(c * m for c, m in zip(coeffs, basis(n, p)))
+        if got != value:
+            raise FitError(f"count at n={n}, p={p} is {value}, the windowed fit gives "
+                           f"{float(got):.6g}")
+    c_n, c_e, c_p, c_pp, c_1 = coeffs
+    return FlopPoly(c_n=_number(c_n), c_nn=_number(c_e / 2), c_np=_number(c_e),
+                    c_p=_number(c_p), c_pp=_number(c_pp), c_1=_number(c_1))
+
+
+def _independent(rows, points, size):
+    """The first `size` points whose basis rows are linearly independent (exact rank)."""
+    chosen, basis_rows = [], []
+    for row, pt in zip(rows, points):
+        trial = basis_rows + [[Fraction(v) for v in row]]
+        if _rank(trial) == len(trial):
+            basis_rows, chosen = trial, chosen + [pt]
+            if len(chosen) == size:
+                return chosen
+    raise FitError("sample points are degenerate")
+
+
+def _rank(rows) -> int:
+    a = [list(r) for r in rows]
+    rank, cols = 0, len(a[0]) if a else 0
+    for col in range(cols):
+        pivot = next((r for r in range(rank, len(a)) if a[r][col] != 0), None)
+        if pivot is None:
+            continue
+        a[rank], a[pivot] = a[pivot], a[rank]
+        for r in range(len(a)):
+            if r != rank and a[r][col] != 0:
+                f = a[r][col] / a[rank][col]
+                a[r] = [x - f * y for x, y in zip(a[r], a[rank])]
+        rank += 1
+    return rank
+
+
 def fit_many(evaluate: Callable[[int, int], dict[str, int]],
              points: Sequence[tuple[int, int]] = FIT_POINTS + CHECK_POINTS
              ) -> dict[str, FlopPoly]:

@@ -59,6 +59,12 @@ MATMULS = frozenset({aten.linear, aten.mm, aten.addmm, aten.bmm, aten.matmul, at
                      aten.einsum})
 CONVS = frozenset({aten.convolution, aten.conv1d, aten._convolution})
 ROUTERS = frozenset({aten.topk})
+# shape, dtype and indexing plumbing: left out when listing the ops a layer calls
+_PLUMBING = frozenset({aten.view, aten.reshape, aten.unsqueeze, aten.squeeze, aten.slice,
+                       aten.select, aten.transpose, aten.permute, aten.expand, aten.to,
+                       aten._to_copy, aten.clone, aten.contiguous, aten.sym_size, aten.t,
+                       aten.split, aten.split_with_sizes, aten.chunk, aten.narrow,
+                       aten.alias, aten.detach, aten.type_as})
 
 _BIG = 10 ** 12     # substituted for every length symbol to find window caps
 
@@ -157,8 +163,8 @@ def _classify_by_structure(gm: GraphModule, states: list[Node], where: str) -> C
     if states:
         if packets & CONVS and all(_reaches(s, CONVS) is not None for s in states):
             return Classification(LayerKind.SHORT_CONV, LayerKind.SHORT_CONV.value)
-        ops_seen = sorted({str(p) for p in packets if p in MATMULS | CONVS}) or \
-            sorted({str(p) for p in packets})[:8]
+        ops_seen = sorted(str(p) for p in packets
+                          if isinstance(p, torch._ops.OpOverloadPacket) and p not in _PLUMBING)
         users = [u for s in states for u in s.users]
         module = _module_of(users[0]) if users else "<top>"
         raise UnsupportedModelError(where, f"module {module} keeps a cache but calls no op the "

@@ -10,7 +10,7 @@ import dataclasses
 
 from marconi.errors import UnsupportedModelError
 from marconi.passes.cost_model import FlopPoly
-from marconi.passes.fit import CHECK_POINTS, FIT_POINTS, FitError, fit_poly
+from marconi.passes.fit import CHECK_POINTS, FIT_POINTS, FitError, fit_poly, fit_windowed
 from marconi.passes.graph_passes import (Classification, StateInfo, annotate_state,
                                          classify_layer, count_flops)
 from marconi.passes.layout import Layout
@@ -46,8 +46,14 @@ def analyze_layer(traced: TracedLayer, where: str) -> LayerAnalysis:
     states = annotate_state(gm, traced.state_names, traced.growing, where)
     samples = {pt: count_flops(gm, traced.inputs(*pt)) for pt in FIT_POINTS + CHECK_POINTS}
     try:
-        flops = fit_poly(samples)
+        flops = fit_windowed(samples, kind.window) if kind.window else fit_poly(samples)
     except FitError as e:
         raise UnsupportedModelError(where, f"prefill FLOPs are not a polynomial of degree "
                                     f"<= 2 in (new, cached) tokens: {e}") from e
-    return LayerAnalysis(kind, tuple(states[k] for k in traced.state_names), flops)
+    analysis = LayerAnalysis(kind, tuple(states[k] for k in traced.state_names), flops)
+    held = [s.window for s in analysis.states if s.role == "kv"]
+    if kind.window and any(h != kind.window - 1 for h in held):
+        # LayerCost.window is the KV tokens held; its FLOP cap assumes span = held + 1
+        raise UnsupportedModelError(where, f"sliding window of {kind.window} keys but the "
+                                    f"cache holds {held} tokens; expected {kind.window - 1}")
+    return analysis

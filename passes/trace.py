@@ -64,12 +64,14 @@ def prefill_state(layer: nn.Module, d_model: int, dtype: torch.dtype,
 def trace_layer(layer: nn.Module, d_model: int, dtype: torch.dtype, where: str) -> TracedLayer:
     """Export `layer` (built on the meta device) with dynamic token and cache lengths."""
     names = tuple(sorted(layer.init_state(1, "meta")))
+    # growth is read between 1 and 2 cached tokens, below any sliding window of >= 3
+    short = prefill_state(layer, d_model, dtype, 1)
+    longer = prefill_state(layer, d_model, dtype, 2)
     state = prefill_state(layer, d_model, dtype, EXAMPLE_TOKENS)
-    longer = prefill_state(layer, d_model, dtype, EXAMPLE_TOKENS + 1)
     n = Dim("n", min=2)
     state_dims, growing, lengths = [], set(), {}
     for name in names:
-        grown = [i for i, (a, b) in enumerate(zip(state[name].shape, longer[name].shape))
+        grown = [i for i, (a, b) in enumerate(zip(short[name].shape, longer[name].shape))
                  if a != b]
         if len(grown) > 1:
             raise UnsupportedModelError(where, f"cache tensor {name!r} grows in more than "
@@ -77,7 +79,7 @@ def trace_layer(layer: nn.Module, d_model: int, dtype: torch.dtype, where: str) 
         if grown:
             # tensors that track the same cached length share one dim
             growing.add(name)
-            length = (state[name].shape[grown[0]], longer[name].shape[grown[0]])
+            length = (short[name].shape[grown[0]], state[name].shape[grown[0]])
             dim = lengths.setdefault(length, Dim(f"cached_{len(lengths)}", min=2))
             state_dims.append({grown[0]: dim})
         else:
