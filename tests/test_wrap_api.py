@@ -163,3 +163,14 @@ def test_adapter_layout_bytes_equal_the_cost_model_for_every_reference_family():
         layout, cost = adapter_for(model_for("ref", name)).layout(), cost_for("ref", name)
         assert layout.kv_bytes_per_token == cost.kv_bytes_per_token
         assert layout.state_bytes == cost.state_bytes()
+
+
+def test_wrap_is_public_and_lazy():
+    import subprocess
+    import sys
+
+    import marconi
+    from marconi.runtime import cached_model
+    assert marconi.wrap is cached_model.wrap
+    code = "import sys, marconi; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
