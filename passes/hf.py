@@ -22,6 +22,7 @@ Route (no weights, no memory):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -60,8 +61,20 @@ class Unit:
 
 def build_hf_cost_model(source: HFConfig, dtype: DType | None = None,
                         state_dtype: DType | None = None, layout: str = "model") -> CostModel:
-    runner = HFRunner(source, dtype)
     where = source.path or source.name
+    try:
+        with _quiet_transformers():
+            return _build(source, dtype, state_dtype, layout, where)
+    except UnsupportedModelError as e:
+        if e.where.startswith(where):
+            raise
+        # raised from inside the model's forward (e.g. by our attention function)
+        raise UnsupportedModelError(where, f"{e.where}: {e.message}") from e
+
+
+def _build(source: HFConfig, dtype: DType | None, state_dtype: DType | None, layout: str,
+           where: str) -> CostModel:
+    runner = HFRunner(source, dtype)
     units = runner.units()
     lay = get_layout(layout)
     sizes = measure_sizes(runner.cache_tensors, lay, where)
@@ -117,8 +130,9 @@ class HFRunner:
         try:
             config = transformers.AutoConfig.for_model(**raw)
         except (ValueError, KeyError) as e:
+            first = str(e).split(". ")[0][:200]
             raise UnsupportedModelError(self.where, f"model_type {source.model_type!r}: "
-                                        f"transformers cannot build this config: {e}") from e
+                                        f"transformers cannot build this config: {first}") from e
         register_attention()
         try:
             with torch.device("meta"):
@@ -316,6 +330,18 @@ def _check_every_cache_tensor_claimed(units, sizes, where) -> None:
         if size.kv_bytes_per_token and not any(k.has_kv for k in kinds):
             raise UnsupportedModelError(where, f"decoder layer {layer} caches KV but no "
                                         "attention op was dispatched in it")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers warns that its reference kernels are slow; here they are not run."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _config_dtype(source: HFConfig) -> DType:

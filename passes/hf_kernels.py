@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from marconi.errors import UnsupportedModelError
 from marconi.passes import ops  # noqa: F401  (registers torch.ops.marconi.*)
 
 ATTENTION_NAME = "marconi_causal"
@@ -123,6 +124,9 @@ def causal_attention(module, query, key, value, attention_mask, scaling=None, dr
     The T queries are the last T of the S positions (a prefill after a cached prefix, one
     unpadded sequence); the mask transformers built for it is that causal mask.
     """
+    if getattr(module, "is_causal", True) is False:
+        raise UnsupportedModelError(type(module).__name__, "bidirectional attention (is_causal "
+                                    "False): a prefix cache needs causal attention")
     window = sliding_window or getattr(module, "sliding_window", None) or 0
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = torch.ops.marconi.causal_attention(query, key, value, int(window), float(scale))
