@@ -17,8 +17,17 @@ from marconi.spec import load_model, parse_spec
 REPO = Path(__file__).resolve().parents[1]
 HF_DIR = REPO / "examples" / "hf"
 
-HF_FAMILIES = ("jamba-tiny", "nemotron-h-tiny", "falcon-h1-tiny", "granite-4.0-h-tiny-moe",
-               "zamba2-tiny", "qwen3-next-tiny", "qwen3.5-tiny", "kimi-linear-tiny")
+HF_FAMILIES = ("jamba-tiny", "bamba-tiny", "nemotron-h-tiny", "falcon-h1-tiny",
+               "granite-4.0-h-tiny-moe", "zamba2-tiny", "qwen3-next-tiny", "qwen3.5-tiny",
+               "kimi-linear-tiny")
+
+# examples/hf has no Bamba: a tiny one in the same spirit (d_model 64, vocab 256), with
+# attention at layers 1 and 3 of 4 and Mamba2 (2 groups) elsewhere
+BAMBA_TINY = {"model_type": "bamba", "hidden_size": 64, "num_hidden_layers": 4,
+              "attn_layer_indices": [1, 3], "intermediate_size": 128,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "mamba_n_heads": 8,
+              "mamba_d_head": 16, "mamba_d_state": 16, "mamba_n_groups": 2,
+              "mamba_chunk_size": 16, "vocab_size": 256}
 # reference twins covering every recurrent kind: mamba1, mamba2, GDN, KDA + MLA, parallel
 REF_FAMILIES = ("jamba-tiny", "nemotron-h-tiny", "qwen3-next-tiny", "kimi-linear-tiny",
                 "falcon-h1-tiny")
@@ -36,9 +45,12 @@ LINEAR_SPEC = {
 
 @functools.lru_cache(maxsize=None)
 def hf_model(name: str):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, BambaConfig
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    cfg = AutoConfig.from_pretrained(HF_DIR / name)
+    if name == "bamba-tiny":
+        cfg = BambaConfig(**{k: v for k, v in BAMBA_TINY.items() if k != "model_type"})
+    else:
+        cfg = AutoConfig.from_pretrained(HF_DIR / name)
     cfg.dtype = torch.float32
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(cfg).float().eval()

@@ -43,7 +43,6 @@ FAMILIES: dict[str, HFFamily] = {f.model_type: f for f in (
     HFFamily("granitemoehybrid"),
     HFFamily("qwen3_next"),
     HFFamily("qwen3_5_text"),
-    HFFamily("qwen3_5"),
     HFFamily("kimi_linear"),
 )}
 
@@ -103,7 +102,12 @@ class HFAdapter(ModelAdapter):
         return dynamic_cache(config=self.model.config)
 
     def forward(self, ids: Tensor, cache) -> tuple[Tensor, object]:
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        # Positions are passed explicitly: Bamba (transformers 5.23) numbers the tokens of
+        # every forward from 0 when none are given, even after a cache of past tokens.
+        past = cache.get_seq_length()
+        positions = torch.arange(past, past + ids.shape[1], device=ids.device).unsqueeze(0)
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
+                         position_ids=positions)
         return out.logits.float(), out.past_key_values
 
     # ------------------------------------------------------------------ cache tensors
