@@ -41,6 +41,7 @@ def run(args) -> int:
     from marconi.units import format_bytes
 
     capacity = capacity_from(args)
+    _check_writable(args.output)
     source = load_source(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
@@ -68,6 +69,20 @@ def run(args) -> int:
     else:
         print(_text(job, cost, workload, args.output))
     return 0
+
+
+def _check_writable(output: str) -> None:
+    """Fail before the work, not after it, when runtime.yaml cannot be written."""
+    import os
+    from pathlib import Path
+
+    from marconi.errors import PlanError
+    folder = Path(output).parent
+    if not folder.is_dir():
+        raise PlanError(output, f"cannot write: no such directory {str(folder)!r}; expected "
+                        "an existing folder for -o")
+    if not os.access(folder, os.W_OK):
+        raise PlanError(output, f"cannot write: folder {str(folder)!r} is not writable")
 
 
 # ---------------------------------------------------------------- rendering

@@ -102,7 +102,7 @@ class Planned(Policy):
             end = n if seq.block == 1 else seq.floor_grid(n, seq.block)
             add(end, FRESH if fresh else CONTINUATION)
         if rules.output_end and len(seq.ids) > n and (rules.admit_fresh or not fresh) and \
-                self.workload.requests[self.next_request].output_ids is not None:
+                self._outputs_known():
             add(len(seq.ids), FRESH if fresh else OUTPUT)
         if rules.stride_tokens:
             step = rules.stride_tokens
@@ -152,6 +152,11 @@ class Planned(Policy):
         return out
 
     # ------------------------------------------------------------------ private
+    def _outputs_known(self) -> bool:
+        """Does the request being admitted have known output ids (else they never hit)?"""
+        reqs = self.workload.requests
+        return self.next_request < len(reqs) and reqs[self.next_request].output_ids is not None
+
     def _plan_online(self, replay, n: int) -> None:
         from marconi.planner.plan import derive_plan
         window = self.workload.__class__(

@@ -1,0 +1,86 @@
+"""`marconi-plan MODEL` (the main job) and `marconi-plan bound`, end to end on a tiny trace."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from marconi.cli import main
+from marconi.planner.serialize import load_plan
+
+MODEL = "examples/models/marconi-7b-hybrid.yaml"
+POLICIES = {"vllm-all", "vllm-align", "sglang", "marconi", "marconi-static", "infinite",
+            "planned"}
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """Token trace: a few chat sessions over two shared system prompts."""
+    rng = random.Random(0)
+    prompts = [list(range(1000 * (k + 1), 1000 * (k + 1) + 300)) for k in range(2)]
+    lines, sessions, ts = [], [], 0.0
+    for i in range(40):
+        ts += rng.expovariate(1.0)
+        if sessions and rng.random() < 0.6:
+            s = rng.randrange(len(sessions))
+        else:
+            sessions.append(list(rng.choice(prompts)))
+            s = len(sessions) - 1
+        history = sessions[s]
+        user = [rng.randrange(10**6) for _ in range(rng.randint(20, 200))]
+        out = [rng.randrange(10**6) for _ in range(rng.randint(20, 100))]
+        lines.append(json.dumps({"session_id": s, "turn_id": i, "ts": ts,
+                                 "input_tokens": history + user, "output_tokens": out}))
+        sessions[s] = history + user + out
+    path = tmp_path_factory.mktemp("trace") / "chat.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_main_job_json_and_runtime_yaml(trace, tmp_path, capsys):
+    out = tmp_path / "runtime.yaml"
+    rc = main([MODEL, "--trace", trace, "-o", str(out), "--format", "json", "--jobs", "1"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(captured.out)
+    assert {r["policy"] for r in doc["results"]} == POLICIES
+    assert {r["policy"] for r in doc["held_out"]["results"]} == POLICIES
+    for key in ("token_hit_rate", "request_hit_rate", "flop_savings", "peak_occupancy",
+                "ttft_p50_ms", "ttft_p95_ms", "requests", "seconds"):
+        assert all(key in r for r in doc["results"]), key
+    bound = doc["bound"]
+    assert set(bound) == {"capacity_bytes", "lp_upper_bound_flop_savings",
+                          "rounded_flop_savings", "method", "seconds"}
+    assert doc["capacity_source"].startswith("default:")
+    assert bound["capacity_bytes"] == doc["capacity_bytes"]
+    for section in (doc, doc["held_out"]):
+        upper = section["bound"]["lp_upper_bound_flop_savings"]
+        assert section["bound"]["rounded_flop_savings"] <= upper + 1e-12
+        for r in section["results"]:
+            if r["policy"] != "infinite":              # the only one ignoring the capacity
+                assert r["flop_savings"] <= upper + 1e-9, r["policy"]
+                assert r["peak_occupancy"] <= 1.0 + 1e-12, r["policy"]
+    assert set(doc["rules"]) == {"admission", "eviction", "memory", "pinned_prefixes"}
+    plan = load_plan(out)
+    assert plan.capacity_bytes == doc["capacity_bytes"]
+    assert plan.admission.__dict__ == doc["rules"]["admission"]
+
+
+def test_bound_json(trace, capsys):
+    rc = main(["bound", MODEL, "--trace", trace, "--capacity", "2GiB", "--format", "json",
+               "--method", "lagrangian"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert doc["capacity_bytes"] == 2 * 2**30 and doc["method"] == "lagrangian"
+    assert 0.0 <= doc["rounded_flop_savings"] <= doc["lp_upper_bound_flop_savings"] <= 1.0
+
+
+def test_unwritable_output_leaves_nothing(trace, tmp_path, capsys):
+    out = tmp_path / "missing-dir" / "runtime.yaml"
+    rc = main([MODEL, "--trace", trace, "--capacity", "2GiB", "-o", str(out),
+               "--no-held-out", "--jobs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot write" in err[0]
+    assert not out.parent.exists()
