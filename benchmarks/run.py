@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = REPO / "docs" / "results"
 DEFAULT_PAGE = REPO / "docs" / "results.md"
 QUICK_OUT = REPO / "out" / "benchmarks-quick"
+# the code whose uncommitted changes could change a number on the page
+RESULT_CODE = ("marconi", "passes", "planner", "runtime", "benchmarks", "examples/models")
 BEGIN, END = "<!-- BEGIN GENERATED: benchmarks.run -->", "<!-- END GENERATED -->"
 
 
@@ -72,14 +74,19 @@ def machine(jobs: int, argv: list[str]) -> dict:
                                   check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
-    uname = " ".join(platform.uname())
+    uname = " ".join(part for part in platform.uname() if part)
     return {"command": "python -m benchmarks.run " + " ".join(argv),
             "commit": git("rev-parse", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "dirty": _dirty(git("status", "--porcelain", "--untracked-files=no", "--",
+                                *RESULT_CODE)),
             "uname": uname, "cpus": os.cpu_count(), "jobs": jobs,
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "matplotlib": matplotlib.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _dirty(porcelain: str) -> list[str]:
+    return [line.split(maxsplit=1)[1] for line in porcelain.splitlines() if line.strip()]
 
 
 class ProgressBar:

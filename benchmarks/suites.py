@@ -3,10 +3,10 @@
 A `Suite` is plain data; `benchmarks.sweep` turns it into tasks. Capacities are given as
 fractions of a per-(model, workload) reference footprint: the peak bytes of the `sglang`
 policy with no capacity limit, i.e. what keeping everything its admission ever caches
-takes (every distinct token's KV plus at most two states per request). The sweep runs
-from tight (a few GiB for the 7B on chat) to that footprint, where `sglang` hits as much
-as it ever can, so each curve shows the whole range between "nothing fits" and "no
-contention". Plots label the axis in GiB.
+takes (every distinct token's KV plus at most two states per request). The full sweep
+runs from 1/128 of it (where little fits) to 1/2 of it (where `sglang` is within a few
+points of its unbounded hit rate), in factors of 2, so each curve covers the range from
+"nothing fits" to "little contention". Plots label the axis in GiB.
 
 Suites are registered by name with a full and a quick form:
 
@@ -105,8 +105,8 @@ def paper(quick: bool) -> Suite:
     return Suite(
         name="paper", quick=False, models=(BASE_MODEL, "nemotron-h-8b"),
         workloads=(wl.mooncake("conversation"), wl.mooncake("synthetic"),
-                   wl.lmsys(), wl.sharegpt(), wl.swebench()),
-        fractions=_powers(-7, 0), ttft_fraction=2.0 ** -3,
+                   wl.lmsys(), wl.sharegpt(), wl.swebench(sessions=50)),
+        fractions=_powers(-7, -1), ttft_fraction=2.0 ** -3,
         variants=VariantStudy(workloads=("swebench-like", "mooncake-conversation"),
                               fraction=2.0 ** -4))
 

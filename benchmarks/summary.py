@@ -99,8 +99,9 @@ def meta_block(results) -> list[str]:
     m = results["meta"]
     s = results["suite"]
     lines = [f"- command: `{m['command']}`",
-             f"- commit: `{m['commit']}`" + (" (with uncommitted changes)" if m.get("dirty")
-                                              else ""),
+             f"- commit: `{m['commit']}`" + (
+                 f" plus uncommitted changes to {', '.join(f'`{f}`' for f in m['dirty'])}"
+                 if m.get("dirty") else ""),
              f"- machine: `{m['uname']}`; {m['cpus']} CPU cores; Python {m['python']}, "
              f"torch {m['torch']}, numpy {m['numpy']}, matplotlib {m['matplotlib']}",
              f"- seeds: generator seed {s['seed']} (traces have none; every policy and "
