@@ -122,19 +122,21 @@ def ttft_figure(results, model: str, out: Path) -> Path:
         x = range(len(labels))
         colors = ["0.6"] + [COLORS.get(p, "0.3") for p in names] + ["0.85"]
         ax.bar([i - 0.2 for i in x], p50, width=0.4, color=colors, alpha=0.5,
-               edgecolor="black", linewidth=0.5, label="P50 (light)")
+               edgecolor="black", linewidth=0.5, label="P50")
         ax.bar([i + 0.2 for i in x], p95, width=0.4, color=colors, edgecolor="black",
-               linewidth=0.5, label="P95 (dark)")
+               linewidth=0.5, label="P95")
         ax.set_xticks(list(x))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("time to first token (ms)")
         ax.grid(True, axis="y", alpha=0.3)
         cap = next(iter(rows.values()))["capacity_bytes"] / GIB
         ax.set_title(f"{res.workload_label(results, w)}\n@ {cap:,.1f} GiB", fontsize=10)
-        if col == 0:
-            ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{model}: TTFT P50 (light) and P95 (dark) per policy\n(latency model "
                  "calibrated to Jamba-1.5-Mini on 4×A100)", fontsize=11)
+    from matplotlib.patches import Patch
+    fig.legend([Patch(facecolor="0.5", alpha=0.5, edgecolor="black"),
+                Patch(facecolor="0.5", edgecolor="black")], ["P50", "P95"],
+               loc="upper right", ncol=2, frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return _save(fig, out / f"ttft-{model}.png")
 

@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from marconi.errors import UserError
+
 from benchmarks.suites import Suite
 from benchmarks.sweep import BOUND, CAPACITY, POLICY, SweepResult
 
@@ -59,7 +61,11 @@ def write(results: dict[str, Any], out: Path) -> Path:
 
 
 def load(out: Path) -> dict[str, Any]:
-    return json.loads((Path(out) / RESULTS_FILE).read_text())
+    path = Path(out) / RESULTS_FILE
+    if not path.exists():
+        raise UserError("--out", f"no {RESULTS_FILE} in {out}; expected the folder of an "
+                        "earlier run")
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------- queries

@@ -58,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--traces", type=Path, default=DEFAULT_TRACES_DIR, metavar="DIR",
                    help=f"folder of the Mooncake traces (default: {DEFAULT_TRACES_DIR})")
     p.add_argument("--no-plots", action="store_true", help="write results.json only")
+    p.add_argument("--replot", action="store_true",
+                   help="no sweep: redraw the plots and the page from the results.json "
+                        "already in --out")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return p.parse_args(argv)
 
@@ -126,14 +129,19 @@ def main(argv=None) -> int:
     if page is None and args.out is None and args.suite == "paper" and not args.quick:
         page = DEFAULT_PAGE
     try:
-        suite = get_suite(args.suite, args.quick, args.seed)
-        out.mkdir(parents=True, exist_ok=True)
-        progress = ProgressBar() if sys.stderr.isatty() else None
-        sweep = run_suite(suite, args.traces, jobs=max(1, args.jobs),
-                          allow_missing=suite.quick, progress=progress)
-        results = res.assemble(suite, sweep, machine(args.jobs, argv))
-        path = res.write(results, out)
-        written = [path] + ([] if args.no_plots else plots.write_all(results, out))
+        if args.replot:
+            results = res.load(out)
+            written = []
+        else:
+            suite = get_suite(args.suite, args.quick, args.seed)
+            out.mkdir(parents=True, exist_ok=True)
+            progress = ProgressBar() if sys.stderr.isatty() else None
+            sweep = run_suite(suite, args.traces, jobs=max(1, args.jobs),
+                              allow_missing=suite.quick, progress=progress)
+            results = res.assemble(suite, sweep, machine(args.jobs, argv))
+            written = [res.write(results, out)]
+        if not args.no_plots:
+            written += plots.write_all(results, out)
         prefix = os.path.relpath(out, page.parent) + "/" if page else ""
         generated = summary.markdown(results, prefix)
         (out / "summary.md").write_text(generated + "\n")
@@ -143,8 +151,8 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(sweep.records) + len(sweep.references)} results in {sweep.seconds:.0f} s; "
-          f"wrote {', '.join(str(p) for p in written)}")
+    print(f"{len(results['records']) + len(results['references'])} results "
+          f"({results['meta']['seconds']:.0f} s); wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

@@ -95,13 +95,19 @@ def _table(headers, rows, align=None) -> list[str]:
     return [_row(headers), _row(align)] + [_row(r) for r in rows]
 
 
+def _dirty_note(dirty) -> str:
+    if not dirty:
+        return ""
+    if isinstance(dirty, list):
+        return f" plus uncommitted changes to {', '.join(f'`{f}`' for f in dirty)}"
+    return " plus uncommitted changes"
+
+
 def meta_block(results) -> list[str]:
     m = results["meta"]
     s = results["suite"]
     lines = [f"- command: `{m['command']}`",
-             f"- commit: `{m['commit']}`" + (
-                 f" plus uncommitted changes to {', '.join(f'`{f}`' for f in m['dirty'])}"
-                 if m.get("dirty") else ""),
+             f"- commit: `{m['commit']}`" + _dirty_note(m.get("dirty")),
              f"- machine: `{m['uname']}`; {m['cpus']} CPU cores; Python {m['python']}, "
              f"torch {m['torch']}, numpy {m['numpy']}, matplotlib {m['matplotlib']}",
              f"- seeds: generator seed {s['seed']} (traces have none; every policy and "
