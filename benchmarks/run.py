@@ -134,11 +134,12 @@ def main(argv=None) -> int:
             written = []
         else:
             suite = get_suite(args.suite, args.quick, args.seed)
+            meta = machine(args.jobs, argv)       # the code as it is when the sweep starts
             out.mkdir(parents=True, exist_ok=True)
             progress = ProgressBar() if sys.stderr.isatty() else None
             sweep = run_suite(suite, args.traces, jobs=max(1, args.jobs),
                               allow_missing=suite.quick, progress=progress)
-            results = res.assemble(suite, sweep, machine(args.jobs, argv))
+            results = res.assemble(suite, sweep, meta)
             written = [res.write(results, out)]
         if not args.no_plots:
             written += plots.write_all(results, out)
