@@ -144,6 +144,9 @@ class CachedModel:
         self.cache = TensorPrefixCache(self.kv_pool, self.state_pool, self.capacity,
                                        self.policy.make_index(), self.clock)
         self._n = _Counters()
+        log.info("wrap %s: policy %s, %d B; KV pool %d tokens x %d B, state pool %d x %d B",
+                 cost.model, self.policy.name, self.capacity.total_bytes, kv_tokens, kpt,
+                 state_slots, sb)
 
     # ------------------------------------------------------------------ public API
     def prefill(self, input_ids) -> PrefillOutput:

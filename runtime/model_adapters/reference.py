@@ -8,7 +8,6 @@ cache is exact (tests/test_passes_reference.py), so `continues_prefill` holds.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from marconi.errors import UnsupportedModelError
