@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from bisect import bisect_right
 from typing import Callable
 
@@ -188,8 +189,10 @@ class FlopAware(_Heaps):
         self._edges: list[float] = [-math.inf]      # lowest efficiency of each bucket
         self._edge_arr = np.array(self._edges)
         self._buckets: list[list] = [[]]            # per bucket: heap by last access
-        self._tops = np.full(1, math.inf)           # ≤ oldest last access per bucket
+        self._tops = array("d", [math.inf])         # ≤ oldest last access per bucket
         self._since_rebuild = 0
+        self._rebuild_after = 256                   # updates, or a bucket of this many:
+        self._bucket_cap = 64
 
     def _heaps(self):
         return (self._t_min, self._t_max, self._e_min, self._e_max, *self._buckets)
@@ -197,7 +200,8 @@ class FlopAware(_Heaps):
     def update(self, node: Node) -> None:
         node.stamp += 1
         cand = node.alive and node.ckpt and len(node.children) <= 1
-        self._count(node, cand, self._t_min)
+        if cand != node.cand:
+            self._count(node, cand, self._t_min)
         if cand:
             node.eff = e = self.efficiency(node)
             t, u, s = node.last_access, node.uid, node.stamp
@@ -212,9 +216,8 @@ class FlopAware(_Heaps):
             if t < self._tops[b]:
                 self._tops[b] = t
             self._since_rebuild += 1
-            n = self._n
-            if self._since_rebuild > max(256, 2 * n) or (
-                    len(heap) > 4 * max(16, math.isqrt(n)) and self._since_rebuild > n // 8):
+            if self._since_rebuild > self._rebuild_after or (
+                    len(heap) > self._bucket_cap and self._since_rebuild > self._n // 8):
                 self._rebuild()
 
     def _compact(self) -> None:
@@ -227,6 +230,10 @@ class FlopAware(_Heaps):
         it, so a bucket's bound is never far below its entries' scores)."""
         live = [e for heap in self._buckets for e in heap if e[-2] == e[-1].stamp]
         live.sort(key=lambda e: e[-1].eff)
+        for heap in (self._t_min, self._t_max, self._e_min, self._e_max):
+            if len(heap) > 2 * len(live) + 64:              # also drop their stale entries
+                heap[:] = [e for e in heap if e[-2] == e[-1].stamp]
+                heapq.heapify(heap)
         cuts = set()
         if live:
             k = min(256, max(4, 2 * math.isqrt(len(live))))
@@ -242,8 +249,10 @@ class FlopAware(_Heaps):
             heapq.heapify(heap)
         self._edges, self._buckets, self._since_rebuild = edges, buckets, 0
         self._edge_arr = np.array(edges)
-        self._tops = np.full(len(edges), math.inf)
+        self._tops = array("d", [math.inf]) * len(edges)
         self._refresh_tops(range(len(edges)))
+        n = len(live)
+        self._rebuild_after, self._bucket_cap = max(256, 2 * n), 4 * max(16, math.isqrt(n))
 
     def _refresh_tops(self, buckets) -> None:
         for b in buckets:
@@ -252,22 +261,22 @@ class FlopAware(_Heaps):
 
     # -------------------------------------------------------------- scoring
     def scorer(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float):
-        """S as a function of (last_access, eff) for fixed candidate bounds; works on
-        floats and, element-wise with identical rounding, on numpy arrays."""
+        """S as a function of (last_access, eff) for fixed candidate bounds; one expression
+        for floats and numpy arrays alike (element-wise, identical rounding)."""
         alpha, now = self.alpha, self.cache.clock.now
-        if self.recency == "inverse":
-            def rec(t):
-                return 1.0 / ((now - t) + 1.0)
+        inverse = self.recency == "inverse"
+        r_lo, r_hi = (1.0 / ((now - t_lo) + 1.0), 1.0 / ((now - t_hi) + 1.0)) if inverse \
+            else (t_lo, t_hi)
+        # a term whose values are all equal normalises to 1: slope 0, offset 1
+        r_inv, r_off = (1.0 / (r_hi - r_lo), 0.0) if r_hi > r_lo else (0.0, 1.0)
+        e_inv, e_off = (1.0 / (e_hi - e_lo), 0.0) if e_hi > e_lo else (0.0, 1.0)
+        if inverse:
+            def score(t, e):
+                return ((1.0 / ((now - t) + 1.0) - r_lo) * r_inv + r_off
+                        + alpha * ((e - e_lo) * e_inv + e_off))
         else:
-            def rec(t):
-                return t
-        r_lo, r_hi = rec(t_lo), rec(t_hi)
-        r_span, e_span = r_hi - r_lo, e_hi - e_lo
-
-        def score(t, e):
-            nr = (rec(t) - r_lo) / r_span if r_span > 0 else 1.0
-            ne = (e - e_lo) / e_span if e_span > 0 else 1.0
-            return nr + alpha * ne
+            def score(t, e):
+                return (t - r_lo) * r_inv + r_off + alpha * ((e - e_lo) * e_inv + e_off)
         return score
 
     def victim(self):
@@ -276,14 +285,15 @@ class FlopAware(_Heaps):
         if self.alpha == 0.0:                               # S is monotone in time: LRU
             entry = self._top(self._t_min)
             return None if entry is None else self._action(entry[-1])
-        bounds = [_live_top(h) for h in (self._t_min, self._t_max, self._e_min, self._e_max)]
-        if bounds[0] is None:
+        t_lo = _live_top(self._t_min)
+        if t_lo is None:
             return None
-        e_lo = bounds[2][0]
-        score = self.scorer(bounds[0][0], -bounds[1][0], e_lo, -bounds[3][0])
+        e_lo = _live_top(self._e_min)[0]
+        score = self.scorer(t_lo[0], -_live_top(self._t_max)[0], e_lo,
+                            -_live_top(self._e_max)[0])
         edges = np.maximum(self._edge_arr, e_lo)
-        with np.errstate(invalid="ignore"):                 # empty buckets: inf - inf
-            lower = np.broadcast_to(score(self._tops, edges), edges.shape)   # spans may be 0
+        with np.errstate(invalid="ignore"):                 # empty buckets: inf·0 = NaN
+            lower = score(np.frombuffer(self._tops), edges) - _SLACK
         best, best_s, best_key = None, math.inf, None
         popped, visited = [], []
         for b in np.argsort(lower, kind="stable").tolist():
@@ -328,6 +338,9 @@ class FlopAware(_Heaps):
             return None
         best = min(free, key=lambda n: (score(n.last_access, n.eff), n.last_access, n.uid))
         return self._action(best)
+
+
+_SLACK = 1e-9   # bucket bounds are lowered by this much: safe whatever the rounding
 
 
 def _live_top(heap: list):

@@ -30,7 +30,7 @@ created by inserts that ask for them (vLLM keeps KV past its last state).
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator, NamedTuple, Protocol
+from typing import Iterator, NamedTuple, Protocol
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.seq import Seq
@@ -145,16 +145,16 @@ class PrefixCache:
             return Match(hit, hit_node, d + j, node, child)
         return Match(hit, hit_node, d, node, None)
 
-    def insert(self, seq: Seq, length: int, checkpoints: Iterable[int] = (),
+    def insert(self, seq: Seq, length: int, checkpoints: tuple[int, ...] = (),
                start: Match | None = None) -> Node | None:
-        """Cache the first `length` ids of `seq` with states at `checkpoints` (depths ≤ length).
+        """Cache the first `length` ids of `seq` with states at `checkpoints` (distinct
+        depths ≤ length).
 
         Evicts (respecting locks) to make room; returns the node ending at `length`, or None
         when the entry cannot fit (nothing is inserted then). `start` (a `match` of the same
         seq on the unchanged tree) lets the walk resume where the match stopped.
         """
         ids, s, now = seq.ids, self.stride, self.clock.now
-        checkpoints = frozenset(checkpoints)
         node, d = self.root, 0
         if start is not None and start.node.depth <= length:
             node, d = start.node, start.node.depth
@@ -234,21 +234,23 @@ class PrefixCache:
 
     def inc_lock(self, node: Node) -> None:
         """Pin `node` and its ancestors (an in-flight request uses their KV and state)."""
-        while node is not self.root:
+        root, kpt, sb, stride = self.root, self.kpt, self.sb, self.stride
+        while node is not root:
             if node.lock_ref == 0:
-                self.locked_kv += self._kv(node)
-                self.locked_state += self._states(node) * self.sb
+                self.locked_kv += kpt * (node.tokens - node.parent.tokens)
+                self.locked_state += (self._states(node) if stride else node.ckpt) * sb
             node.lock_ref += 1
             node = node.parent
 
     def dec_lock(self, node: Node) -> None:
         """Undo one `inc_lock(node)`; tidies nodes an eviction could not tidy while locked."""
+        root, kpt, sb, stride = self.root, self.kpt, self.sb, self.stride
         doomed = []
-        while node is not self.root:
+        while node is not root:
             node.lock_ref -= 1
             if node.lock_ref == 0:
-                self.locked_kv -= self._kv(node)
-                self.locked_state -= self._states(node) * self.sb
+                self.locked_kv -= kpt * (node.tokens - node.parent.tokens)
+                self.locked_state -= (self._states(node) if stride else node.ckpt) * sb
                 if node.doomed:
                     doomed.append(node)
             node = node.parent
