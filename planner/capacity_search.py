@@ -27,8 +27,9 @@ class CapacityPoint:
 
 def capacity_for_share(workload: Workload, cost: CostModel, target: float,
                        policy: str = "sglang", config: CacheConfig | None = None,
-                       iterations: int = 12) -> CapacityPoint:
-    """The capacity at which `policy` reaches `target` × infinite's FLOP savings."""
+                       iterations: int = 12, tolerance: float = 0.02) -> CapacityPoint:
+    """The capacity at which `policy` reaches `target` × infinite's FLOP savings
+    (within `tolerance`, or the closest met in `iterations` replays)."""
     base = config or CacheConfig(capacity=Capacity.shared(1))
     ideal = run_policy("infinite", workload, cost, base).flop_savings
     total_tokens = sum(r.input_tokens + r.output_tokens for r in workload.requests)
@@ -46,6 +47,8 @@ def capacity_for_share(workload: Workload, cost: CostModel, target: float,
         s = share_at(mid)
         if best is None or abs(s - target) < abs(best.share - target):
             best = CapacityPoint(mid, s, target)
+        if abs(s - target) <= tolerance:
+            break
         if s < target:
             lo = mid
         else:
