@@ -56,6 +56,7 @@ def write_plan(plan: Plan, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)                  # mkstemp makes 0600; a plan is not a secret
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -115,9 +115,10 @@ def _document(job, cost, workload, output) -> dict:
 def _policy_table(ev, title: str) -> str:
     from marconi.cli.render import table
     rows = [[r.policy, r.token_hit_rate, r.flop_savings, r.ttft_p50_ms, r.ttft_p95_ms,
-             ev.share_of_bound(r)] for r in ev.results]
+             "unbounded" if r.policy == "infinite" else f"{ev.share_of_bound(r):.3f}"]
+            for r in ev.results]
     rows.append([f"upper bound ({ev.bound.method})", float("nan"),
-                 ev.bound.upper.flop_savings, float("nan"), float("nan"), 1.0])
+                 ev.bound.upper.flop_savings, float("nan"), float("nan"), "1.000"])
     return table(["policy", "token hit rate", "FLOP savings", "TTFT P50 ms", "TTFT P95 ms",
                   "share of bound"], rows, title=title)
 
