@@ -60,7 +60,7 @@ MATMULS = frozenset({aten.linear, aten.mm, aten.addmm, aten.bmm, aten.matmul, at
 CONVS = frozenset({aten.convolution, aten.conv1d, aten._convolution})
 ROUTERS = frozenset({aten.topk})
 # shape, dtype and indexing plumbing: left out when listing the ops a layer calls
-_PLUMBING = frozenset({aten.view, aten.reshape, aten.unsqueeze, aten.squeeze, aten.slice,
+PLUMBING = frozenset({aten.view, aten.reshape, aten.unsqueeze, aten.squeeze, aten.slice,
                        aten.select, aten.transpose, aten.permute, aten.expand, aten.to,
                        aten._to_copy, aten.clone, aten.contiguous, aten.sym_size, aten.t,
                        aten.split, aten.split_with_sizes, aten.chunk, aten.narrow,
@@ -164,7 +164,7 @@ def _classify_by_structure(gm: GraphModule, states: list[Node], where: str) -> C
         if packets & CONVS and all(_reaches(s, CONVS) is not None for s in states):
             return Classification(LayerKind.SHORT_CONV, LayerKind.SHORT_CONV.value)
         ops_seen = sorted(str(p) for p in packets
-                          if isinstance(p, torch._ops.OpOverloadPacket) and p not in _PLUMBING)
+                          if isinstance(p, torch._ops.OpOverloadPacket) and p not in PLUMBING)
         users = [u for s in states for u in s.users]
         module = _module_of(users[0]) if users else "<top>"
         raise UnsupportedModelError(where, f"module {module} keeps a cache but calls no op the "

@@ -35,7 +35,7 @@ from marconi.errors import UnsupportedModelError
 from marconi.layers import LayerKind
 from marconi.passes.cost_model import CostModel, FlopPoly
 from marconi.passes.fit import FitError, fit_many
-from marconi.passes.graph_passes import OP_RULES, ROUTERS, _PLUMBING
+from marconi.passes.graph_passes import OP_RULES, ROUTERS, PLUMBING
 from marconi.passes.hf_kernels import ATTENTION_NAME, register_attention, substitute_kernels
 from marconi.passes.layout import get_layout
 from marconi.passes.module_recorder import ModuleRecorder, is_under, matmul_packets
@@ -306,7 +306,7 @@ class HFRunner:
                       and p.count(".") == prefix.count(".") + 1 and r.ops & matmuls]
         module = max(candidates, key=lambda p: len(rec[p].ops), default=prefix)
         ops = sorted(str(p) for p in rec[module].ops
-                     if isinstance(p, torch._ops.OpOverloadPacket) and p not in _PLUMBING)
+                     if isinstance(p, torch._ops.OpOverloadPacket) and p not in PLUMBING)
         return (f"module {module} ({type(rec[module].module).__name__}) keeps a recurrent "
                 f"or conv state but calls no op the passes can classify (ops: {', '.join(ops)}); "
                 f"expected a scan the passes substitute ({', '.join(str(p) for p in OP_RULES)})")

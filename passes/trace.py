@@ -32,10 +32,13 @@ class TracedLayer:
     growing: frozenset[str]          # names of cache tensors traced with a dynamic length
     d_model: int
     dtype: torch.dtype               # compute dtype of the activations
+    _states: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def inputs(self, n: int, p: int) -> list[Tensor]:
         """Meta inputs for n new tokens after a p-token cache built by the layer itself."""
-        state = prefill_state(self.layer, self.d_model, self.dtype, p)
+        if p not in self._states:
+            self._states[p] = prefill_state(self.layer, self.d_model, self.dtype, p)
+        state = self._states[p]
         x = torch.zeros(1, n, self.d_model, device="meta", dtype=self.dtype)
         positions = torch.arange(p, p + n, device="meta")
         return [x, positions, *(state[k] for k in self.state_names)]

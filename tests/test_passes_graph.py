@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from marconi.errors import UnsupportedModelError
-from marconi.layers import LayerKind
 from marconi.passes import build_cost_model
 from marconi.passes.analyze import build_meta_layer
 from marconi.passes.graph_passes import StateInfo

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from marconi.layers import LayerKind
-from marconi.passes import ops
 from marconi.passes.reference_model import HybridLM, build, build_fake, spec_dtypes
 from marconi.passes.ref_common import CacheDtypes
 from marconi.spec import parse_spec
