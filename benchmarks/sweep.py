@@ -240,6 +240,8 @@ def run_tasks(tasks: Iterable[Task], inputs: Inputs, jobs: int,
         done[task] = rec
         if progress is not None:
             progress(len(done), total, task.label)
+        elif len(done) % max(1, total // 20) == 0 or len(done) == total:
+            log.info("%d/%d tasks done (last: %s)", len(done), total, task.label)
 
     if jobs <= 1 or total <= 1:
         for task in tasks:
