@@ -178,10 +178,10 @@ class FlopAware(_Heaps):
         super().__init__()
         if recency not in ("linear", "inverse"):
             raise ValueError(f"recency {recency!r}; expected 'linear' or 'inverse'")
-        self.alpha = float(alpha)
         self.efficiency = efficiency
         self.recency = recency
         self.reference = reference
+        self._scored = False                        # efficiency structures built (α > 0)
         self._t_min: list = []
         self._t_max: list = []
         self._e_min: list = []
@@ -193,6 +193,25 @@ class FlopAware(_Heaps):
         self._since_rebuild = 0
         self._rebuild_after = 256                   # updates, or a bucket of this many:
         self._bucket_cap = 64
+        self._version = 0                           # bumped when a bucket bound may drop
+        self._order_key: tuple | None = None        # bucket order valid for these bounds
+        self._order: tuple = ()
+        self.alpha = alpha
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        """α = 0 needs only the recency heap; the efficiency structures are built (from the
+        live candidates) the first time α becomes positive (Marconi's tuner)."""
+        self._alpha = float(value)
+        if self._alpha > 0 and not self._scored:
+            self._scored = True
+            for entry in [e for e in self._t_min if e[-2] == e[-1].stamp]:
+                self._score_entry(entry)
+            self._rebuild()
 
     def _heaps(self):
         return (self._t_min, self._t_max, self._e_min, self._e_max, *self._buckets)
@@ -203,26 +222,35 @@ class FlopAware(_Heaps):
         if cand != node.cand:
             self._count(node, cand, self._t_min)
         if cand:
-            node.eff = e = self.efficiency(node)
-            t, u, s = node.last_access, node.uid, node.stamp
-            entry = (t, u, s, node)
+            entry = (node.last_access, node.uid, node.stamp, node)
             _heappush(self._t_min, entry)
-            _heappush(self._t_max, (-t, -u, s, node))
-            _heappush(self._e_min, (e, u, s, node))
-            _heappush(self._e_max, (-e, -u, s, node))
-            b = bisect_right(self._edges, e) - 1
-            heap = self._buckets[b]
-            _heappush(heap, entry)
-            if t < self._tops[b]:
-                self._tops[b] = t
-            self._since_rebuild += 1
-            if self._since_rebuild > self._rebuild_after or (
-                    len(heap) > self._bucket_cap and self._since_rebuild > self._n // 8):
-                self._rebuild()
+            if self._scored:
+                self._score_entry(entry)
+            else:
+                node.eff = 0.0                          # unused while α = 0
+
+    def _score_entry(self, entry: tuple) -> None:
+        """File a candidate's entry in the efficiency structures."""
+        t, u, s, node = entry
+        node.eff = e = self.efficiency(node)
+        _heappush(self._t_max, (-t, -u, s, node))
+        _heappush(self._e_min, (e, u, s, node))
+        _heappush(self._e_max, (-e, -u, s, node))
+        b = bisect_right(self._edges, e) - 1
+        heap = self._buckets[b]
+        _heappush(heap, entry)
+        if t < self._tops[b]:
+            self._tops[b] = t
+            self._version += 1
+        self._since_rebuild += 1
+        if self._since_rebuild > self._rebuild_after or (
+                len(heap) > self._bucket_cap and self._since_rebuild > self._n // 8):
+            self._rebuild()
 
     def _compact(self) -> None:
         super()._compact()
         self._refresh_tops(range(len(self._buckets)))
+        self._version += 1
 
     def _rebuild(self) -> None:
         """New bucket edges: quantiles of the candidates' efficiencies (narrow buckets where
@@ -251,6 +279,7 @@ class FlopAware(_Heaps):
         self._edge_arr = np.array(edges)
         self._tops = array("d", [math.inf]) * len(edges)
         self._refresh_tops(range(len(edges)))
+        self._version += 1
         n = len(live)
         self._rebuild_after, self._bucket_cap = max(256, 2 * n), 4 * max(16, math.isqrt(n))
 
@@ -288,18 +317,28 @@ class FlopAware(_Heaps):
         t_lo = _live_top(self._t_min)
         if t_lo is None:
             return None
-        e_lo = _live_top(self._e_min)[0]
-        score = self.scorer(t_lo[0], -_live_top(self._t_max)[0], e_lo,
-                            -_live_top(self._e_max)[0])
-        edges = np.maximum(self._edge_arr, e_lo)
-        with np.errstate(invalid="ignore"):                 # empty buckets: inf·0 = NaN
-            lower = score(np.frombuffer(self._tops), edges) - _SLACK
+        bounds = (t_lo[0], -_live_top(self._t_max)[0], _live_top(self._e_min)[0],
+                  -_live_top(self._e_max)[0])
+        e_lo = bounds[2]
+        score = self.scorer(*bounds)
+        key = (bounds, self.cache.clock.now, self._alpha, self._version)
+        if key != self._order_key:
+            # Bucket bounds, lowest first. Kept while nothing they depend on changes (same
+            # normalisation, no bucket's oldest entry got older): a bucket whose top was
+            # consumed since only got a higher true bound, so the stale one stays a bound.
+            edges = np.maximum(self._edge_arr, e_lo)
+            with np.errstate(invalid="ignore"):             # empty buckets: inf·0 = NaN
+                lower = score(np.frombuffer(self._tops), edges) - _SLACK
+            order = np.argsort(lower, kind="stable")
+            self._order = tuple(zip(order.tolist(), lower[order].tolist(),
+                                    edges[order].tolist()))
+            self._order_key = key
         best, best_s, best_key = None, math.inf, None
         popped, visited = [], []
-        for b in np.argsort(lower, kind="stable").tolist():
-            if not lower[b] <= best_s:                      # NaN (empty) or too high
+        for b, bound, edge in self._order:
+            if not bound <= best_s:                         # NaN (empty) or too high
                 break
-            heap, edge = self._buckets[b], float(edges[b])
+            heap = self._buckets[b]
             visited.append(b)
             while heap:
                 entry = heap[0]
@@ -307,14 +346,20 @@ class FlopAware(_Heaps):
                 if entry[-2] != node.stamp:
                     _heappop(heap)
                     continue
-                if score(entry[0], edge) > best_s:
+                t = entry[0]
+                if score(t, edge) > best_s:
+                    break
+                if not node.lock_ref:
+                    key = (score(t, node.eff), t, node.uid)
+                    if best_key is None or key < best_key:
+                        best, best_s, best_key = node, key[0], key
+                # the next oldest entry is a child of the heap's root: look deeper only if
+                # it could still win
+                n = len(heap)
+                if n == 1 or score(heap[1][0] if n == 2 else min(heap[1][0], heap[2][0]),
+                                   edge) > best_s:
                     break
                 popped.append((heap, _heappop(heap)))
-                if node.lock_ref:
-                    continue
-                key = (score(entry[0], node.eff), entry[0], node.uid)
-                if best_key is None or key < best_key:
-                    best, best_s, best_key = node, key[0], key
         for heap, entry in popped:
             _heappush(heap, entry)
         self._refresh_tops(visited)

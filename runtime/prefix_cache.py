@@ -155,6 +155,8 @@ class PrefixCache:
         seq on the unchanged tree) lets the walk resume where the match stopped.
         """
         ids, s, now = seq.ids, self.stride, self.clock.now
+        if checkpoints and max(checkpoints) > length:
+            raise ValueError(f"checkpoint at {max(checkpoints)} past the insert's {length} ids")
         node, d = self.root, 0
         if start is not None and start.node.depth <= length:
             node, d = start.node, start.node.depth
@@ -321,9 +323,6 @@ class PrefixCache:
             node = stack.pop()
             yield node
             stack.extend(node.children.values())
-
-    def hit_tokens(self, seq: Seq, m: Match) -> int:
-        return seq.tokens(m.hit_depth) if m.hit_depth else 0
 
     @property
     def used_bytes(self) -> int:
