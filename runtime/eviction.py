@@ -254,7 +254,7 @@ class FlopAware(_Heaps):
 
     def _rebuild(self) -> None:
         """New bucket edges: quantiles of the candidates' efficiencies (narrow buckets where
-        they are dense) and a uniform grid over their range (no bucket wider than 1/64 of
+        they are dense) and a uniform grid over their range (no bucket wider than 1/256 of
         it, so a bucket's bound is never far below its entries' scores)."""
         live = [e for heap in self._buckets for e in heap if e[-2] == e[-1].stamp]
         live.sort(key=lambda e: e[-1].eff)
@@ -268,7 +268,7 @@ class FlopAware(_Heaps):
             step = max(1, len(live) // k)
             cuts.update(live[i][-1].eff for i in range(step, len(live), step))
             lo, hi = live[0][-1].eff, live[-1][-1].eff
-            cuts.update(lo + (hi - lo) * i / 64 for i in range(1, 64))
+            cuts.update(lo + (hi - lo) * i / 256 for i in range(1, 256))
         edges = [-math.inf, *sorted(cuts)]
         buckets = [[] for _ in edges]
         for entry in live:
