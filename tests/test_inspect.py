@@ -3,12 +3,22 @@
 import json
 
 import pytest
+import torch
 
 from marconi.cli import main
 from marconi.passes import build_cost_model
 from marconi.spec import load_model
 
 from conftest import EXAMPLES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: on shared cores, thread-pool synchronisation costs more than the work."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 MODEL = str(EXAMPLES / "nemotron-h-8b.yaml")
 
