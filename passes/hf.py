@@ -33,6 +33,7 @@ import torch
 
 from marconi.errors import UnsupportedModelError
 from marconi.layers import LayerKind
+from marconi.passes.analyze import layer_cost
 from marconi.passes.cost_model import CostModel, FlopPoly
 from marconi.passes.fit import FitError, fit_many
 from marconi.passes.graph_passes import OP_RULES, ROUTERS, PLUMBING
@@ -95,12 +96,12 @@ def _build(source: HFConfig, dtype: DType | None, state_dtype: DType | None, lay
             kind = LayerKind.MLA        # keys up-projected from a cached latent every prefill
         label = "sliding_attention" if kind is LayerKind.ATTENTION and size.window else \
             kind.value
-        from marconi.passes.analyze import layer_cost
         layers.append(layer_cost(index, kind, label, unit.path, LayerSizes(
             int(kv * scale_kv), int(recurrent * scale_state), conv,
             size.window if unit.kind.has_kv else None), poly))
     _check_every_cache_tensor_claimed(units, sizes, where)
-    state_name = state_dtype.value if state_dtype else _dtype_name(measured_state)
+    state_name = state_dtype.value if state_dtype else \
+        (_dtype_name(measured_state) or runner.dtype.value)
     return CostModel(model=source.name, dtype=runner.dtype.value, state_dtype=state_name,
                      layers=tuple(layers), conv_dtype=_dtype_name(runner.conv_dtype),
                      layout=layout, source_fingerprint=source.fingerprint(),
@@ -325,8 +326,15 @@ def _fit(runner: HFRunner, units: list[Unit], where: str) -> dict[str, FlopPoly]
 
 
 def _check_every_cache_tensor_claimed(units, sizes, where) -> None:
+    """Each decoder layer's cache goes to exactly one attention and one recurrent unit."""
     for layer, size in sizes.items():
-        kinds = {u.kind for u in units if u.layer == layer}
+        kinds = [u.kind for u in units if u.layer == layer]
+        for what, test in (("attention", lambda k: k.has_kv), ("recurrent", lambda k:
+                                                                k.is_recurrent)):
+            if sum(1 for k in kinds if test(k)) > 1:
+                raise UnsupportedModelError(where, f"decoder layer {layer} has several "
+                                            f"{what} mixers sharing one cache entry; cannot "
+                                            "split its bytes between them")
         if size.kv_bytes_per_token and not any(k.has_kv for k in kinds):
             raise UnsupportedModelError(where, f"decoder layer {layer} caches KV but no "
                                         "attention op was dispatched in it")

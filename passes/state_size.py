@@ -87,15 +87,11 @@ def measure_sizes(cache_at: Callable[[int], Iterable[CacheTensor]], layout: Layo
 
 
 def _conv_bytes(c: CacheTensor, layout: Layout) -> int:
-    """Bytes of a conv state [B, C, columns] under `layout`."""
+    """Bytes of a conv state [B, C, columns] under `layout` (columns re-sized from the kernel)."""
     columns = c.tensor.shape[-1]
-    if columns == 0 or not c.conv_kernel:
-        return c.nbytes if layout.conv_columns == "model" or columns == 0 else \
-            _missing_kernel(c)
-    per_column = c.nbytes // columns
-    return per_column * layout.conv_width(columns, c.conv_kernel)
-
-
-def _missing_kernel(c: CacheTensor) -> int:
-    raise UnsupportedModelError(f"layer {c.layer}", f"conv state {c.name!r} has no known "
-                                "kernel width; cannot apply an engine layout")
+    if layout.conv_columns == "model" or columns == 0:
+        return c.nbytes
+    if not c.conv_kernel:
+        raise UnsupportedModelError(f"layer {c.layer}", f"conv state {c.name!r} has no known "
+                                    "kernel width; cannot apply an engine layout")
+    return c.nbytes // columns * layout.conv_width(columns, c.conv_kernel)
