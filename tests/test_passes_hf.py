@@ -54,6 +54,9 @@ CONTROLS = {
              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
              "vocab_size": 256, "conv_L_cache": 3,
              "layer_types": ["conv", "conv", "full_attention", "conv"]},
+    "mistral-swa": {"model_type": "mistral", "hidden_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2,
+                    "intermediate_size": 128, "vocab_size": 256, "sliding_window": 8},
     "bamba": {"model_type": "bamba", "hidden_size": 64, "num_hidden_layers": 3,
               "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
               "vocab_size": 256, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16,
@@ -182,6 +185,13 @@ EXPECTED_KINDS = {
     "mamba": ["mamba1", "mamba1"],
     "llama": ["attention", "mlp", "attention", "mlp"],
 }
+
+
+def test_sliding_window_as_transformers_keeps_it(configs):
+    """transformers keeps window - 1 tokens, as the reference model does."""
+    layers = _cost(configs("mistral-swa")).layers
+    assert [(l.label, l.window) for l in layers if l.kind is LayerKind.ATTENTION] == \
+        [("sliding_attention", 7)] * 2
 
 
 @pytest.mark.parametrize("family", sorted(EXPECTED_KINDS))
