@@ -93,8 +93,17 @@ def _packet(node: Node):
 
 
 def _module_of(node: Node) -> str:
+    """`path (Class)` of the innermost module a node was traced in."""
     stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else "<top>"
+    if not stack:
+        return "<top>"
+    path, cls = list(stack.values())[-1]
+    return f"{path or '<top>'} ({str(cls).rsplit('.', 1)[-1]})"
+
+
+def _layer_module(node: Node) -> str:
+    path, cls = list(node.meta["nn_module_stack"].values())[1]
+    return f"{path} ({str(cls).rsplit('.', 1)[-1]})"
 
 
 def _reaches(start: Node, targets: frozenset) -> Node | None:
@@ -165,8 +174,9 @@ def _classify_by_structure(gm: GraphModule, states: list[Node], where: str) -> C
             return Classification(LayerKind.SHORT_CONV, LayerKind.SHORT_CONV.value)
         ops_seen = sorted(str(p) for p in packets
                           if isinstance(p, torch._ops.OpOverloadPacket) and p not in PLUMBING)
-        users = [u for s in states for u in s.users]
-        module = _module_of(users[0]) if users else "<top>"
+        # the layer module: the outermost module below the trace wrapper, seen from any op
+        inner = [n for n in calls if len(n.meta.get("nn_module_stack") or {}) >= 2]
+        module = _layer_module(inner[0]) if inner else "<top>"
         raise UnsupportedModelError(where, f"module {module} keeps a cache but calls no op the "
                                     f"passes can classify (ops: {', '.join(ops_seen)}); "
                                     f"expected one of {', '.join(str(p) for p in OP_RULES)}")

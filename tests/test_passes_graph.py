@@ -104,7 +104,7 @@ def test_unknown_recurrence_names_module_and_op():
     message = str(e.value)
     assert "custom.yaml: layers[0]" in message
     assert "module" in message and "aten.linear" in message
-    assert "cumsum" in message
+    assert "cumsum" in message and "CumsumRecurrence" in message
 
 
 # ---------------------------------------------------------------- dtypes and layouts
