@@ -23,6 +23,7 @@ class CacheConfig:
     alpha_grid: the α values Marconi's tuner and the static sweep try.
     recency: Marconi's recency term, "linear" (last-access time) or "inverse" (artifact).
     device: latency profile for TTFT (`marconi.runtime.latency.DEVICES`).
+    jobs: worker processes for Marconi's α replays (its tuner and the static sweep).
     """
 
     capacity: Capacity
@@ -32,6 +33,7 @@ class CacheConfig:
     alpha_grid: tuple[float, ...] = ALPHA_GRID
     recency: str = "linear"
     device: str = "jamba-1.5-mini-4xa100"
+    jobs: int = 1
 
     def __post_init__(self):
         for name in ("chunk_tokens", "block_tokens"):

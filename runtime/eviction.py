@@ -255,7 +255,8 @@ class FlopAware(_Heaps):
     def _rebuild(self) -> None:
         """New bucket edges: quantiles of the candidates' efficiencies (narrow buckets where
         they are dense) and a uniform grid over their range (no bucket wider than 1/256 of
-        it, so a bucket's bound is never far below its entries' scores)."""
+        it once there are 2,048 candidates, so a bucket's bound is never far below its
+        entries' scores)."""
         live = [e for heap in self._buckets for e in heap if e[-2] == e[-1].stamp]
         live.sort(key=lambda e: e[-1].eff)
         for heap in (self._t_min, self._t_max, self._e_min, self._e_max):
@@ -268,7 +269,8 @@ class FlopAware(_Heaps):
             step = max(1, len(live) // k)
             cuts.update(live[i][-1].eff for i in range(step, len(live), step))
             lo, hi = live[0][-1].eff, live[-1][-1].eff
-            cuts.update(lo + (hi - lo) * i / 256 for i in range(1, 256))
+            grid = min(256, max(16, len(live) // 8))
+            cuts.update(lo + (hi - lo) * i / grid for i in range(1, grid))
         edges = [-math.inf, *sorted(cuts)]
         buckets = [[] for _ in edges]
         for entry in live:
@@ -330,14 +332,15 @@ class FlopAware(_Heaps):
             with np.errstate(invalid="ignore"):             # empty buckets: inf·0 = NaN
                 lower = score(np.frombuffer(self._tops), edges) - _SLACK
             order = np.argsort(lower, kind="stable")
-            self._order = tuple(zip(order.tolist(), lower[order].tolist(),
-                                    edges[order].tolist()))
+            self._order = (order.tolist(), lower[order].tolist())
             self._order_key = key
         best, best_s, best_key = None, math.inf, None
         popped, visited = [], []
-        for b, bound, edge in self._order:
+        all_edges = self._edges
+        for b, bound in zip(*self._order):
             if not bound <= best_s:                         # NaN (empty) or too high
                 break
+            edge = all_edges[b] if all_edges[b] > e_lo else e_lo
             heap = self._buckets[b]
             visited.append(b)
             while heap:

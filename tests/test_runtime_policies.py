@@ -3,6 +3,8 @@ Marconi's α tuning and the static sweep, and occupancy ≤ 1 on random traces."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -235,3 +237,17 @@ def test_peak_occupancy_never_exceeds_capacity(seed, tokens, state_fraction, chu
         run.run()
         run.cache.check(kv_only_leaves=cls.kv_only_leaves)
         assert run.cache.peak_occupancy <= 1.0, name
+
+
+@pytest.mark.parametrize("policy", ["marconi", "marconi-static"])
+def test_alpha_replays_in_worker_processes_give_the_same_answer(policy):
+    w, cost = _chat_agent(5), paper_7b_cost()
+    base = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000), bootstrap_multiplier=3,
+                       alpha_grid=(0.0, 0.5, 1.0, 2.0))
+    serial = run_policy(policy, w, cost, base)
+    parallel = run_policy(policy, w, cost, dataclasses.replace(base, jobs=2))
+    assert serial.params == parallel.params or (
+        {k: v for k, v in serial.params.items() if k != "tuning_seconds"}
+        == {k: v for k, v in parallel.params.items() if k != "tuning_seconds"})
+    assert dataclasses.replace(serial, seconds=0) == dataclasses.replace(
+        parallel, seconds=0, params=serial.params)

@@ -33,7 +33,8 @@ def add_arguments(p):
                         "vllm-all, vllm-align, sglang, marconi, marconi-static, infinite, and "
                         "any policy registered later (planned)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="run policies in this many processes (default 1)")
+                   help="run policies in this many processes; with one policy at a time, "
+                        "Marconi's α replays use them (default 1)")
     p.add_argument("--chunk-size", type=int, default=None, metavar="TOKENS",
                    help="engine checkpoint grid: states only at multiples of TOKENS (default: "
                         "exact positions)")
@@ -75,7 +76,7 @@ def run(args) -> int:
     config = CacheConfig(capacity, chunk_tokens=args.chunk_size,
                          block_tokens=args.vllm_block_size,
                          bootstrap_multiplier=args.bootstrap_multiplier,
-                         recency=args.recency, device=args.device)
+                         recency=args.recency, device=args.device, jobs=args.jobs)
     workload = load_workload(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)

@@ -9,6 +9,7 @@ never by completion order (bug 4's non-determinism).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from marconi.runtime.eviction import FlopAware
@@ -88,15 +89,13 @@ class Marconi(Policy):
         self.tuning_seconds = time.perf_counter() - t0
 
     def _tune(self, f: int, end: int) -> tuple[float, dict[float, float]]:
+        from marconi.runtime.alpha_sweep import sweep
         from marconi.runtime.replay import Replay
         base = Replay(self.workload, self.cost, self._fixed(0.0))
         base.run(stop=f)
         window_tokens = sum(r.input_tokens for r in self.workload.requests[f:end])
-        scores = {}
-        for alpha in self.config.alpha_grid:
-            run = base.fork(self._fixed(alpha))
-            run.run(stop=end)
-            scores[alpha] = sum(run.hits[f:end]) / window_tokens
+        scores = sweep(base, self._fixed, self.config.alpha_grid, end,
+                       lambda run: sum(run.hits[f:end]) / window_tokens, self.config.jobs)
         best = max(scores, key=lambda a: (scores[a], -a))
         return best, scores
 
@@ -119,12 +118,14 @@ class MarconiStatic(Policy):
     """Oracle row (artifact V3): Marconi with the best fixed α for the whole trace.
 
     Every α of the grid is replayed over the whole trace (sharing the history before the
-    first eviction, where α does not matter); the one with the highest token hit rate wins
-    (ties: the smaller α). Not an online policy: it sees the future to choose α.
+    first eviction, where α does not matter; in `config.jobs` processes); the one with the
+    highest token hit rate wins (ties: the smaller α). Not an online policy: it sees the
+    future to choose α.
     """
 
     @classmethod
     def run(cls, workload, cost, config, progress=None):
+        from marconi.runtime.alpha_sweep import sweep
         from marconi.runtime.replay import Replay
         from marconi.runtime.simulator import summarize
 
@@ -133,21 +134,17 @@ class MarconiStatic(Policy):
 
         first = Replay(workload, cost, fixed(0.0))
         first.run(progress=progress)
-        total = workload.total_input_tokens or 1
-        rates = {0.0: sum(first.hits) / total}
-        best, best_alpha = first, 0.0
+        results = {0.0: summarize(cls.name, first, cost, config, {})}
         f = first.first_eviction
         if f is not None:                           # without evictions α cannot matter
             prefix = Replay(workload, cost, fixed(0.0))
             prefix.run(stop=f)
-            for alpha in config.alpha_grid:
-                if alpha == 0.0:
-                    continue
-                run = prefix.fork(fixed(alpha))
-                run.run()
-                rates[alpha] = sum(run.hits) / total
-                if (rates[alpha], -alpha) > (rates[best_alpha], -best_alpha):
-                    best, best_alpha = run, alpha
+            others = [a for a in config.alpha_grid if a != 0.0]
+            results.update(sweep(prefix, fixed, others, None,
+                                 lambda run: summarize(cls.name, run, cost, config, {}),
+                                 config.jobs))
+        best_alpha = max(results, key=lambda a: (results[a].token_hit_rate, -a))
+        rates = {a: r.token_hit_rate for a, r in sorted(results.items())}
         params = {"alpha": best_alpha, "recency": config.recency,
                   "token_hit_rate_by_alpha": {str(a): round(r, 6) for a, r in rates.items()}}
-        return summarize(cls.name, best, cost, config, params)
+        return dataclasses.replace(results[best_alpha], params=params)
