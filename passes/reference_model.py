@@ -107,6 +107,8 @@ class HybridLM(nn.Module):
     def forward(self, input_ids: Tensor, cache: HybridCache | None = None,
                 positions: Tensor | None = None) -> tuple[Tensor, HybridCache]:
         """input_ids [B, T] after the cached prefix -> logits [B, T, V], updated cache."""
+        if input_ids.is_cuda:
+            _serve_scans_with_triton()
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], input_ids.device)
         t = input_ids.shape[1]
@@ -123,6 +125,17 @@ class HybridLM(nn.Module):
             states.append(new_state)
         logits = self.lm_head(self.norm(h))
         return logits, HybridCache(tuple(states), cache.length + t)
+
+
+def _serve_scans_with_triton() -> None:
+    """On CUDA, run the scan ops on the Triton kernels of `marconi.kernels` (issue 7 §5);
+    on CPU the ops keep their eager PyTorch references. Registration is idempotent."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return          # no Triton: the eager references serve CUDA tensors too
+    from marconi.kernels.ops import install_kernels
+    install_kernels("cuda")
 
 
 def build(spec: ModelSpec, dtypes: CacheDtypes | None = None, seed: int = 0) -> HybridLM:
