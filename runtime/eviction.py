@@ -217,11 +217,15 @@ class FlopAware(_Heaps):
         return (self._t_min, self._t_max, self._e_min, self._e_max, *self._buckets)
 
     def update(self, node: Node) -> None:
-        node.stamp += 1
         cand = node.alive and node.ckpt and len(node.children) <= 1
+        if cand and node.cand and node.last_access == node.indexed_at and (
+                not self._scored or self.efficiency(node) == node.eff):
+            return                                  # its live entries still say the truth
+        node.stamp += 1
         if cand != node.cand:
             self._count(node, cand, self._t_min)
         if cand:
+            node.indexed_at = node.last_access
             entry = (node.last_access, node.uid, node.stamp, node)
             _heappush(self._t_min, entry)
             if self._scored:

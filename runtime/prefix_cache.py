@@ -50,7 +50,8 @@ class TraceClock:
 
 class Node:
     __slots__ = ("key", "parent", "children", "depth", "tokens", "ckpt", "last_access",
-                 "state_access", "lock_ref", "uid", "stamp", "cand", "eff", "alive", "doomed")
+                 "state_access", "lock_ref", "uid", "stamp", "cand", "eff", "indexed_at",
+                 "alive", "doomed")
 
     def __init__(self, key: tuple, parent: Node | None, depth: int, tokens: int, uid: int,
                  now: float):
@@ -67,6 +68,7 @@ class Node:
         self.stamp = 0                    # eviction-index version (lazy invalidation)
         self.cand = False                 # eviction index: currently a candidate
         self.eff = 0.0                    # eviction index: cached score term
+        self.indexed_at = now             # eviction index: time its live entries carry
         self.alive = True
         self.doomed = False               # tidy when its lock is released
 
