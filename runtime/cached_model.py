@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import os
 from typing import Sequence
 
@@ -151,13 +152,14 @@ class CachedModel:
     # ------------------------------------------------------------------ public API
     def prefill(self, input_ids) -> PrefillOutput:
         """Prefill one sequence (ids [L], [1, L] or a list), reusing and feeding the cache."""
-        return self._serve(_as_ids(input_ids), 0)[0]
+        return self._serve(_as_ids(input_ids, self.adapter.vocab_size), 0)[0]
 
     def generate(self, input_ids, max_new_tokens: int = 16) -> GenerateOutput:
         """Greedy generation of `max_new_tokens` after `input_ids`."""
         if max_new_tokens < 1:
             raise UserError("max_new_tokens", f"{max_new_tokens}; expected ≥ 1")
-        prefill, tokens, logits = self._serve(_as_ids(input_ids), max_new_tokens)
+        prefill, tokens, logits = self._serve(_as_ids(input_ids, self.adapter.vocab_size),
+                                              max_new_tokens)
         return GenerateOutput(tuple(tokens), logits, prefill)
 
     def prefill_batch(self, batch: Sequence) -> list[PrefillOutput]:
@@ -326,15 +328,29 @@ def _clone(tensors: list[Tensor]) -> list[Tensor]:
     return [t.clone() for t in tensors]
 
 
-def _as_ids(input_ids) -> list[int]:
+def _as_ids(input_ids, vocab_size: int) -> list[int]:
+    """Token ids of one sequence ([L], [1, L] or a list), each checked to be < vocab_size.
+
+    Checked before the request touches the cache, so a bad id is a UserError, not an
+    IndexError from the embedding halfway through a request."""
     if isinstance(input_ids, Tensor):
         if input_ids.dim() == 2:
             if input_ids.shape[0] != 1:
                 raise UserError("input_ids", f"shape {tuple(input_ids.shape)}; expected one "
                                 "sequence ([L] or [1, L]); use prefill_batch for several")
             input_ids = input_ids[0]
-        return [int(x) for x in input_ids.tolist()]
-    return [int(x) for x in input_ids]
+        input_ids = input_ids.tolist()
+    try:
+        ids = [operator.index(x) for x in input_ids]
+    except TypeError:
+        raise UserError("input_ids", f"{input_ids!r:.80}; expected one sequence of integer "
+                        "token ids ([L], [1, L] or a list); use prefill_batch for several") \
+            from None
+    bad = next((x for x in ids if not 0 <= x < vocab_size), None)
+    if bad is not None:
+        raise UserError("input_ids", f"id {bad} is outside the vocabulary; expected ids in "
+                        f"[0, {vocab_size})")
+    return ids
 
 
 def _check_sizes(cost: CostModel, layout) -> None:

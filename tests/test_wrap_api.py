@@ -111,6 +111,32 @@ def test_stats_count_what_happened():
         cost.prefill_flops(20, 0) + cost.prefill_flops(7, 20) - cost.prefill_flops(27, 0))
 
 
+@pytest.mark.parametrize("ids,match", [
+    pytest.param([], "empty", id="empty"),
+    pytest.param([1, 256, 2], r"id 256 is outside the vocabulary; expected ids in \[0, 256\)",
+                 id="past-vocab"),
+    pytest.param([3, -1], "id -1 is outside the vocabulary", id="negative"),
+    pytest.param([[1, 2], [3, 4]], "expected one sequence of integer", id="nested-list"),
+    pytest.param([1.5, 2.0], "expected one sequence of integer", id="floats"),
+    pytest.param(torch.zeros(2, 3, dtype=torch.long), "use prefill_batch", id="batch-2"),
+])
+def test_bad_input_ids_are_refused_before_the_cache_changes(ids, match):
+    kind, name = "ref", "nemotron-h-tiny"
+    cached, twin = (wrap(model_for(kind, name), policy="sglang", cost=cost_for(kind, name))
+                    for _ in range(2))
+    prompt = list(range(12))
+    for c in (cached, twin):
+        c.prefill(prompt + [40, 41])
+        c.prefill(prompt + [50])
+    before = cached.stats()
+    with pytest.raises(UserError, match=match):
+        cached.generate(ids, max_new_tokens=2)
+    assert cached.stats() == before and cached.clock.now == 2.0
+    after, expected = cached.prefill(prompt + [60]), twin.prefill(prompt + [60])
+    assert after.start == expected.start == 12           # the cache serves on as if untouched
+    assert cached.stats() == twin.stats()
+
+
 class _OneTokenAfterHit(ReferenceAdapter):
     """The reference model presented as a family whose multi-token forward cannot resume
     a restored state (as HF Jamba): exercises the one-token and recompute paths."""

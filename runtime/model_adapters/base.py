@@ -96,6 +96,11 @@ class ModelAdapter(abc.ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def vocab_size(self) -> int:
+        """Input ids the model embeds: 0 … vocab_size − 1."""
+        return self.model.get_input_embeddings().num_embeddings
+
     @abc.abstractmethod
     def source(self) -> ModelSpec | HFConfig:
         """The spec or config `passes.build_cost_model` analyses for this model, with the

@@ -36,6 +36,10 @@ class ReferenceAdapter(ModelAdapter):
                     "KV as the sequence grows, which a prefix cache of per-token KV does not "
                     "model; expected full attention")
 
+    @property
+    def vocab_size(self) -> int:
+        return self.model.spec.vocab_size
+
     def source(self) -> ModelSpec:
         d = self.model.dtypes
         return self.model.spec.with_dtypes(storage_dtype(d.kv), storage_dtype(d.state),
