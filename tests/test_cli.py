@@ -9,6 +9,8 @@ import pytest
 
 from marconi.cli import SUBCOMMANDS, build_parser, main
 
+from conftest import REPO
+
 BAD_SPECS = {
     "unknown-kind": ("name: x\nd_model: 8\nlayers: [{kind: mamba3}]\n",
                      "model.yaml: layers[0].kind: unknown 'mamba3'; expected one of"),
@@ -84,3 +86,41 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "marconi.cli", "--version"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "marconi-plan" in out.stdout
+
+
+
+PLAN = ["plan", "examples/models/marconi-7b-hybrid.yaml", "--trace", "t.jsonl"]
+BOUND = ["bound", "examples/models/marconi-7b-hybrid.yaml", "--trace", "t.jsonl",
+         "--capacity", "1GiB"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    pytest.param(PLAN + ["--block-size", "0"], "argument --block-size: 0 is below 1",
+                 id="block-0"),
+    pytest.param(BOUND + ["--block-size", "x"], "argument --block-size: 'x' is not an integer",
+                 id="block-x"),
+    pytest.param(PLAN + ["--jobs", "0"], "argument --jobs: 0 is below 1", id="jobs-0"),
+    pytest.param(BOUND + ["--time-limit", "0"],
+                 "argument --time-limit: '0'; expected a finite number of seconds > 0",
+                 id="time-limit-0"),
+    pytest.param(BOUND + ["--time-limit", "nan"], "argument --time-limit: 'nan'",
+                 id="time-limit-nan"),
+])
+def test_bad_numeric_flag_is_a_usage_error(argv, expected, tmp_path, monkeypatch, capsys):
+    """Caught by the parser: exit 2, one line, before any file is read or written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([a if not a.startswith("examples/") else str(REPO / a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    """`marconi-plan … | head`: the reader leaving is not an internal error."""
+    p = subprocess.Popen([sys.executable, "-m", "marconi.cli", "inspect",
+                          str(REPO / "examples/hf/nemotron-h-tiny/model.yaml")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()                                  # before the CLI writes anything
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141 and err == "", err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return int(args.run(args) or 0)
+        rc = int(args.run(args) or 0)
+        sys.stdout.flush()                  # a closed pipe shows here, not at exit
+        return rc
+    except BrokenPipeError:                 # `marconi-plan … | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141                          # 128 + SIGPIPE, as a shell pipeline expects
     except UserError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source)
+                                add_trace_arguments, capacity_from, dtypes_from, load_source,
+                                positive_seconds)
 
 HELP = "offline optimum: LP upper bound and a rounded feasible schedule"
 DESCRIPTION = (
@@ -22,13 +23,13 @@ def add_arguments(p):
                    help="bound to compute: lp (exact LP relaxation, small traces), lagrangian "
                         "(per-slot memory prices), knapsack (one price, fastest, loosest); "
                         "auto picks lp when the model is small enough")
-    p.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--time-limit", type=positive_seconds, default=300.0, metavar="SECONDS",
                    help="solver time limit for the LP (a stop on it is an error, exit 1)")
     add_format_argument(p)
 
 
 def run(args) -> int:
-    from marconi.cli.render import emit_json, table
+    from marconi.cli.render import emit_json, skipped_note, table
     from marconi.passes import build_cost_model
     from marconi.planner.offline import offline_bound
     from marconi.runtime.workload import load_trace
@@ -49,6 +50,7 @@ def run(args) -> int:
              report.upper.seconds],
             ["rounded feasible schedule", report.rounded.flop_savings, report.rounded.seconds]]
     print(table(["", "FLOP savings", "seconds"], rows,
-                title=f"{cost.model} on {workload.name} ({len(workload.requests)} requests), "
+                title=f"{cost.model} on {workload.name} ({len(workload.requests)} requests"
+                      f"{skipped_note(workload)}), "
                       f"capacity {format_bytes(capacity)}"))
     return 0

@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from marconi.spec import load_model
 from marconi.units import parse_capacity, parse_dtype
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected one ≥ 1") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; expected an integer ≥ 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected seconds > 0") \
+            from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected a finite number of seconds > 0")
+    return value
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:
@@ -36,7 +61,7 @@ def add_trace_arguments(p: argparse.ArgumentParser, required: bool) -> None:
                    help="a JSONL trace: Mooncake block-hash lines or token lines "
                         "(session_id, turn_id, ts, input_tokens, output_tokens)"
                         + ("" if required else "; default: the built-in workload"))
-    p.add_argument("--block-size", type=int, default=None,
+    p.add_argument("--block-size", type=positive_int, default=None,
                    help="tokens per hash id of a block-hash trace (default: inferred)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip unparsable trace lines (counted in the report) instead of failing")

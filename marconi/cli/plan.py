@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source)
+                                add_trace_arguments, capacity_from, dtypes_from, load_source,
+                                positive_int)
 
 HELP = "the main job: plan checkpoints, admission and eviction for MODEL (default subcommand)"
 DESCRIPTION = (
@@ -26,7 +27,7 @@ def add_arguments(p):
                         "every policy (¼× to 4× the capacity) into this PNG")
     p.add_argument("--no-held-out", action="store_true",
                    help="skip the check that fits on the first half and scores the second")
-    p.add_argument("--jobs", type=int, default=2,
+    p.add_argument("--jobs", type=positive_int, default=2,
                    help="worker processes for replaying the baselines (default 2)")
 
 
@@ -60,7 +61,7 @@ def run(args) -> int:
     factors = (0.25, 0.5, 1.0, 2.0, 4.0) if args.plot else ()
     job = run_plan_job(workload, cost, capacity, capacity_source=how,
                        held_out=not args.no_held_out, sweep_factors=factors,
-                       jobs=max(1, args.jobs))
+                       jobs=args.jobs)
     if args.plot:
         _plot(job, args.plot, cost.model, workload.name)
     write_plan(job.plan.plan, args.output)
@@ -93,6 +94,7 @@ def _bound_dict(ev) -> dict:
 
 def _document(job, cost, workload, output) -> dict:
     doc = {"model": cost.model, "trace": workload.name,
+           "skipped_lines": workload.skipped_lines,
            "capacity_bytes": job.capacity_bytes, "capacity_source": job.capacity_source,
            "results": [r.to_dict() for r in job.whole.results],
            "bound": _bound_dict(job.whole),
@@ -124,10 +126,11 @@ def _policy_table(ev, title: str) -> str:
 
 
 def _text(job, cost, workload, output) -> str:
+    from marconi.cli.render import skipped_note
     from marconi.units import format_bytes
     plan = job.plan.plan
     lines = [f"marconi-plan: {cost.model} on {workload.name} ({len(workload.requests)} "
-             f"requests), capacity {format_bytes(job.capacity_bytes)} ({job.capacity_source})",
+             f"requests{skipped_note(workload)}), capacity {format_bytes(job.capacity_bytes)} ({job.capacity_source})",
              "", _policy_table(job.whole, "Whole workload, plan fitted on it:")]
     if job.held_out is not None:
         lines += ["", _policy_table(job.held_out, f"Held out: plan fitted on the first half, "

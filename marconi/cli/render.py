@@ -32,6 +32,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
     return "\n".join(out)
 
 
+def skipped_note(workload) -> str:
+    """", N bad lines skipped" for a trace read with --skip-bad-lines, else ""."""
+    n = workload.skipped_lines
+    return f", {n} bad line{'s' if n != 1 else ''} skipped" if n else ""
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
