@@ -18,13 +18,12 @@ class Sighting(NamedTuple):
 
 
 class SeenPrefixes:
-    __slots__ = ("keys", "children", "passes", "depths")
+    __slots__ = ("keys", "children", "passes")
 
     def __init__(self):
         self.keys: list[tuple] = [()]
         self.children: list[dict] = [{}]
         self.passes: list[int] = [0]
-        self.depths: list[int] = [0]
 
     def __len__(self) -> int:
         return len(self.keys) - 1
@@ -51,7 +50,7 @@ class SeenPrefixes:
         while d < n:
             child = self.children[node].get(ids[d])
             if child is None:
-                self._new(node, ids[d:], n)
+                self._new(node, ids[d:])
                 return
             key = self.keys[child]
             j = _common_prefix(key, ids, d, n)
@@ -61,11 +60,10 @@ class SeenPrefixes:
             node, d = child, d + j
 
     # ------------------------------------------------------------ private helpers
-    def _new(self, parent: int, key: tuple, depth: int) -> None:
+    def _new(self, parent: int, key: tuple) -> None:
         self.keys.append(key)
         self.children.append({})
         self.passes.append(1)
-        self.depths.append(depth)
         self.children[parent][key[0]] = len(self.keys) - 1
 
     def _split(self, parent: int, child: int, j: int) -> int:
@@ -75,7 +73,6 @@ class SeenPrefixes:
         self.keys.append(key[:j])
         self.children.append({key[j]: child})
         self.passes.append(self.passes[child])
-        self.depths.append(self.depths[child] - len(key) + j)
         self.keys[child] = key[j:]
         self.children[parent][key[0]] = upper
         return upper
