@@ -1,4 +1,4 @@
-"""`marconi-plan MODEL`: the main job: inspect, plan, simulate against baselines, write runtime.yaml."""
+"""`marconi-plan MODEL`, the main job: plan, simulate against baselines, write runtime.yaml."""
 
 from __future__ import annotations
 
@@ -130,7 +130,8 @@ def _text(job, cost, workload, output) -> str:
     from marconi.units import format_bytes
     plan = job.plan.plan
     lines = [f"marconi-plan: {cost.model} on {workload.name} ({len(workload.requests)} "
-             f"requests{skipped_note(workload)}), capacity {format_bytes(job.capacity_bytes)} ({job.capacity_source})",
+             f"requests{skipped_note(workload)}), capacity "
+             f"{format_bytes(job.capacity_bytes)} ({job.capacity_source})",
              "", _policy_table(job.whole, "Whole workload, plan fitted on it:")]
     if job.held_out is not None:
         lines += ["", _policy_table(job.held_out, f"Held out: plan fitted on the first half, "

@@ -13,6 +13,7 @@ from marconi.runtime.policies import register
 from marconi.runtime.policies.base import Admission, Policy
 from marconi.runtime.policies.marconi import flop_efficiency
 from marconi.runtime.prefix_cache import DROP_STATE, REMOVE
+from marconi.runtime.workload import Workload
 
 # when one depth qualifies for several classes, the first listed wins
 _RANK = {PINNED: 0, BRANCH: 1, CONTINUATION: 2, FRESH: 3, OUTPUT: 4, STRIDE: 5}
@@ -22,21 +23,21 @@ _RANK = {PINNED: 0, BRANCH: 1, CONTINUATION: 2, FRESH: 3, OUTPUT: 4, STRIDE: 5}
 class Planned(Policy):
     """Admission and eviction compiled by `marconi-plan` (docs/planner.md).
 
-    Admission (`AdmissionRules`), per request, with the prefixes seen so far kept in a
-    ghost index (`planner.ghost.SeenPrefixes`: ids only, not charged to the cache):
-    a state at the input's end (block traces: its last full block) and, when outputs are
-    known and the rule is on, after the last decoded token, unless the input is fresh
-    (mostly unseen) and fresh requests are not admitted; where the input leaves the seen prefixes once they were seen
-    by ``branch_sighting`` earlier sequences; every ``stride_tokens`` inside new content;
-    at each pinned prefix it starts with. Positions floor to the engine grid; none
-    shallower than ``min_prefix_tokens`` or at/above the hit. Only KV up to the deepest
-    new state is inserted (KV past it could never be resumed).
+    Admission (`AdmissionRules`), per request, with the prefixes seen so far kept in a ghost
+    index (`planner.ghost.SeenPrefixes`: ids only, not charged to the cache): a state at the
+    input's end (block traces: its last full block) and, when outputs are known and the rule
+    is on, after the last decoded token, unless the input is fresh (mostly unseen) and fresh
+    requests are not admitted; where the input leaves the seen prefixes once they were seen
+    by ``branch_sighting`` earlier sequences; every ``stride_tokens`` inside new content; at
+    each pinned prefix it starts with. Positions floor to the engine grid; none shallower
+    than ``min_prefix_tokens`` or at/above the hit. Only KV up to the deepest new state is
+    inserted (KV past it could never be resumed).
 
     Eviction (`EvictionRules`): over nodes with a state and at most one child, and
-    state-less leaves, evict the smallest ``last_access + offset[class]`` plus, if tuned,
-    a term in Marconi's FLOP efficiency (ties: older node); a leaf is removed, a single-child node drops its state. A state that a later
-    request extended past (one child, not a branch or pin) is class ``passed``. Recency:
-    the matched and inserted path is refreshed.
+    state-less leaves, evict the smallest ``last_access + offset[class]`` plus, if tuned, a
+    term in Marconi's FLOP efficiency (ties: older node); a leaf is removed, a single-child
+    node drops its state. A state that a later request extended past (one child, not a
+    branch or pin) is class ``passed``. Recency: the matched and inserted path is refreshed.
 
     Without a bound plan (``Planned.with_plan``), it starts from `default_plan` and plans
     once, online, from the requests seen so far, when Marconi's tuner would tune
@@ -159,12 +160,12 @@ class Planned(Policy):
 
     def _plan_online(self, replay, n: int) -> None:
         from marconi.planner.plan import derive_plan
-        window = self.workload.__class__(
-            name=f"{self.workload.name}[:{n}]", requests=self.workload.requests[:n],
-            block_size=self.workload.block_size, kind=self.workload.kind)
         cap = self.config.capacity.total_bytes
         if cap is None:
             return
+        window = Workload(name=f"{self.workload.name}[:{n}]",
+                          requests=self.workload.requests[:n],
+                          block_size=self.workload.block_size, kind=self.workload.kind)
         result = derive_plan(window, self.cost, cap, chunk_tokens=self.config.chunk_tokens,
                              memory_split=False)
         self.rules = result.plan
