@@ -77,3 +77,10 @@ def test_end_to_end_with_the_traced_model(capsys):
     assert code == 0
     doc = json.loads(out)
     assert doc["model"] == "marconi-7b-hybrid" and doc["results"][0]["requests"] == 60
+
+
+@pytest.mark.parametrize("flag", ["--jobs", "--chunk-size", "--limit"])
+def test_numeric_flags_below_one_are_usage_errors(hand_built_model, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", MODEL, "--capacity", "1GB", flag, "0"])
+    assert e.value.code == 2 and "expected an integer ≥ 1" in capsys.readouterr().err

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source)
+                                add_trace_arguments, capacity_from, dtypes_from, load_source,
+                                positive_int)
 from marconi.cli.render import emit_json, table
 from marconi.units import format_bytes
 
@@ -32,13 +33,13 @@ def add_arguments(p):
                    help=f"comma-separated policies (default: {DEFAULT_POLICIES}); known: "
                         "vllm-all, vllm-align, sglang, marconi, marconi-static, infinite, and "
                         "any policy registered later (planned)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="run policies in this many processes; with one policy at a time, "
                         "Marconi's α replays use them (default 1)")
-    p.add_argument("--chunk-size", type=int, default=None, metavar="TOKENS",
+    p.add_argument("--chunk-size", type=positive_int, default=None, metavar="TOKENS",
                    help="engine checkpoint grid: states only at multiples of TOKENS (default: "
                         "exact positions)")
-    p.add_argument("--vllm-block-size", type=int, default=None, metavar="TOKENS",
+    p.add_argument("--vllm-block-size", type=positive_int, default=None, metavar="TOKENS",
                    help="block of vllm-all / vllm-align (default: the trace's block, or 32 "
                         "tokens for token traces)")
     p.add_argument("--state-fraction", type=float, default=None, metavar="F",
@@ -46,14 +47,14 @@ def add_arguments(p):
                         "one shared pool)")
     p.add_argument("--device", default="jamba-1.5-mini-4xa100",
                    help="latency profile for TTFT (jamba-1.5-mini-4xa100, h100)")
-    p.add_argument("--bootstrap-multiplier", type=int, default=5,
+    p.add_argument("--bootstrap-multiplier", type=positive_int, default=5,
                    help="Marconi's α-tuning window in multiples of the requests seen before "
                         "the first eviction (default 5)")
     p.add_argument("--recency", choices=("linear", "inverse"), default="linear",
                    help="Marconi's recency term: last-access time (default) or the "
                         "artifact's 1/(now - last access)")
     p.add_argument("--seed", type=int, default=0, help="seed of a built-in workload")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="replay only the first N requests of the trace")
     add_format_argument(p)
 
