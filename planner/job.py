@@ -57,7 +57,10 @@ class PlanJob:
 
 
 def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_bytes: int,
-             jobs: int = 1, baselines: Sequence[str] = BASELINES) -> Evaluation:
+             jobs: int = 1, baselines: Sequence[str] = BASELINES,
+             bound: BoundReport | None = None) -> Evaluation:
+    """Every baseline and `plan` replayed on `workload`, with the offline bound (`bound`
+    when the caller already has it for this workload and capacity)."""
     from marconi.runtime.policies.planned import Planned
     config = CacheConfig(capacity=Capacity.shared(int(capacity_bytes)),
                          chunk_tokens=plan.plan.chunk_tokens)
@@ -65,7 +68,7 @@ def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_byt
     t0 = time.perf_counter()
     planned = Planned.with_plan(plan.plan).run(workload, cost, config)
     planned = dataclasses.replace(planned, seconds=time.perf_counter() - t0)
-    bound = offline_bound(workload, cost, capacity_bytes)
+    bound = bound or offline_bound(workload, cost, capacity_bytes)
     return Evaluation(workload=workload.name, requests=len(workload.requests),
                       results=report.results + (planned,), bound=bound)
 
@@ -76,7 +79,8 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
                  jobs: int = 1) -> PlanJob:
     t0 = time.perf_counter()
     plan = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens)
-    whole = evaluate(plan, workload, cost, capacity_bytes, jobs)
+    # derive_plan solved this workload's bound at this capacity already: reuse it
+    whole = evaluate(plan, workload, cost, capacity_bytes, jobs, bound=plan.bound)
     fitted_half = evaluation_half = None
     if held_out and len(workload.requests) >= 4:
         first, second = workload.split()
@@ -87,7 +91,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
         cap = max(1, int(capacity_bytes * f))
         p = plan if f == 1 else derive_plan(workload, cost, cap, chunk_tokens=chunk_tokens,
                                             tune_budget_s=20.0)
-        ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs)
+        ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs, bound=p.bound)
         points.append((cap, ev.results, ev.bound.upper.flop_savings))
     return PlanJob(capacity_bytes=int(capacity_bytes), capacity_source=capacity_source,
                    plan=plan, whole=whole, held_out_plan=fitted_half,
