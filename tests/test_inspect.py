@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from marconi.cli import main
 from marconi.passes import build_cost_model
@@ -12,13 +11,7 @@ from marconi.spec import load_model
 from conftest import EXAMPLES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on shared cores, thread-pool synchronisation costs more than the work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODEL = str(EXAMPLES / "nemotron-h-8b.yaml")
 

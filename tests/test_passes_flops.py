@@ -30,13 +30,7 @@ from marconi.spec import load_model, parse_spec
 from conftest import EXAMPLES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on shared cores, thread-pool synchronisation costs more than the work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 D, N = 4096, 128
 L_VALUES = [1, 17, 1000, 32768]

@@ -19,13 +19,7 @@ from marconi.units import DType
 from test_passes_reference import BLOCKS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on shared cores, thread-pool synchronisation costs more than the work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EXPECTED = {
     "attention": ("attention", "attention"), "sliding": ("attention", "sliding_attention"),

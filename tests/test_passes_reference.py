@@ -10,13 +10,7 @@ from marconi.spec import parse_spec
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on shared cores, thread-pool synchronisation costs more than the work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BLOCKS = {
     "attention": {"kind": "attention", "n_heads": 4, "n_kv_heads": 2, "head_dim": 8},

@@ -13,9 +13,9 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.model_adapters import ReferenceAdapter, adapter_for
 from marconi.runtime.policies import get_policy
-from wrap_helpers import Script, cost_for, full_logits, model_for, one_thread
+from wrap_helpers import Script, cost_for, full_logits, model_for
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_refuses_models_it_does_not_know():

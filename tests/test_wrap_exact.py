@@ -25,9 +25,9 @@ import torch
 from marconi.runtime.cached_model import wrap
 from marconi.runtime.model_adapters import adapter_for
 from wrap_helpers import (HF_FAMILIES, LINEAR_SPEC, REF_FAMILIES, Script, cost_for,
-                          full_logits, model_for, one_thread)
+                          full_logits, model_for)
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CASES = [pytest.param("hf", n, id=f"hf-{n}") for n in HF_FAMILIES] + \
         [pytest.param("ref", n, id=f"ref-{n}") for n in REF_FAMILIES + (LINEAR_SPEC["name"],)]

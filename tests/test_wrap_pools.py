@@ -13,9 +13,9 @@ import torch
 from marconi.runtime.cached_model import wrap
 from marconi.runtime.model_adapters.base import TensorSpec
 from marconi.runtime.pools import KVPool, StatePool
-from wrap_helpers import Script, cost_for, full_logits, model_for, one_thread
+from wrap_helpers import Script, cost_for, full_logits, model_for
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KV_SPECS = (TensorSpec(0, "k", "kv", (2, 4), torch.float32),
             TensorSpec(0, "v", "kv", (3,), torch.bfloat16))

@@ -8,7 +8,6 @@ import logging
 import random
 from pathlib import Path
 
-import pytest
 import torch
 
 from marconi.passes.reference_model import build
@@ -118,10 +117,3 @@ def cost_for(kind: str, name: str):
     return adapter_for(model_for(kind, name)).cost_model()
 
 
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Tiny models run fastest on one intra-op thread (2 shared cores, many processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
