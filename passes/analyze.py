@@ -32,7 +32,7 @@ from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer
 from marconi.passes.layout import Layout, get_layout
 from marconi.passes.ops import register_cpu_sdpa_formula
 from marconi.passes.reference_model import LAYERS, HybridCache, HybridLM, spec_dtypes
-from marconi.passes.ref_common import CacheDtypes
+from marconi.passes.ref_common import CacheDtypes, default_dtype
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
 from marconi.passes.trace import trace_layer
 from marconi.spec import HFConfig, LayerSpec, ModelSpec
@@ -101,13 +101,8 @@ def analyze_block(kind: LayerKind, params, d_model: int, dtypes: CacheDtypes,
 
 
 def build_meta_layer(ls: LayerSpec, d_model: int, dtypes: CacheDtypes) -> torch.nn.Module:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtypes.compute)
-    try:
-        with torch.device("meta"):
-            return LAYERS[ls.kind](d_model, ls.params, dtypes)
-    finally:
-        torch.set_default_dtype(previous)
+    with default_dtype(dtypes.compute), torch.device("meta"):
+        return LAYERS[ls.kind](d_model, ls.params, dtypes)
 
 
 def reference_cost_model(spec: ModelSpec, layout: str = "model") -> CostModel:
@@ -144,13 +139,8 @@ class ReferenceRunner:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         dtypes = spec_dtypes(spec)
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtypes.compute)
-        try:
-            with torch.device("meta"):
-                self.model = HybridLM(spec, dtypes)
-        finally:
-            torch.set_default_dtype(previous)
+        with default_dtype(dtypes.compute), torch.device("meta"):
+            self.model = HybridLM(spec, dtypes)
 
     def layer_name(self, index: int) -> str:
         return f"layers.{index}.mixer"

@@ -12,7 +12,9 @@ weighs can be read off its tensors.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,17 @@ class CacheDtypes:
     kv: torch.dtype = torch.float32
     state: torch.dtype = torch.float32
     conv: torch.dtype = torch.float32
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build parameters in `dtype` (torch's default dtype, restored on exit)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 class RMSNorm(nn.Module):

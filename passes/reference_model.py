@@ -24,7 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from marconi.layers import PARAMS, LayerKind, LayerParams
 from marconi.passes.ref_attention import MLA, Attention
-from marconi.passes.ref_common import CacheDtypes, RMSNorm
+from marconi.passes.ref_common import CacheDtypes, RMSNorm, default_dtype
 from marconi.passes.ref_ffn import MLP, MoE
 from marconi.passes.ref_recurrent import (GatedDeltaNet, KimiDeltaAttention, LinearAttention,
                                           Mamba1, Mamba2, ShortConv)
@@ -148,13 +148,8 @@ def build(spec: ModelSpec, dtypes: CacheDtypes | None = None, seed: int = 0) -> 
 def build_fake(spec: ModelSpec, dtypes: CacheDtypes,
                mode: FakeTensorMode) -> HybridLM:
     """The model with fake parameters in `dtypes.compute`: shapes only, no memory."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtypes.compute)
-    try:
-        with mode:
-            return HybridLM(spec, dtypes)
-    finally:
-        torch.set_default_dtype(previous)
+    with default_dtype(dtypes.compute), mode:
+        return HybridLM(spec, dtypes)
 
 
 # ---------------------------------------------------------------- tiny twins of real specs
