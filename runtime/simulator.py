@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -111,9 +111,11 @@ def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
 
 
 def run_policy(name: str, workload: Workload, cost: CostModel, config: CacheConfig,
-               progress: Callable[[int, int], None] | None = None) -> SimResult:
-    """Replay `workload` under the policy registered as `name`, timed."""
-    cls = get_policy(name)
+               progress: Callable[[int, int], None] | None = None,
+               bound: Mapping[str, type] | None = None) -> SimResult:
+    """Replay `workload` under the policy registered as `name` (or `bound[name]`, a policy
+    class bound to data such as a saved plan), timed."""
+    cls = (bound or {}).get(name) or get_policy(name)
     t0 = time.perf_counter()
     result = cls.run(workload, cost, config, progress)
     seconds = time.perf_counter() - t0
@@ -123,17 +125,21 @@ def run_policy(name: str, workload: Workload, cost: CostModel, config: CacheConf
 
 def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
              policies: Sequence[str], jobs: int = 1,
-             progress: Callable[[str, int, int], None] | None = None) -> SimulationReport:
-    """Run every policy in `policies` on `workload`; `progress(policy, done, total)`."""
+             progress: Callable[[str, int, int], None] | None = None,
+             bound: Mapping[str, type] | None = None) -> SimulationReport:
+    """Run every policy in `policies` on `workload`; `progress(policy, done, total)`.
+
+    `bound` maps a policy name to a class to run under that name instead of the registered
+    one (e.g. ``{"planned": Planned.with_plan(plan)}`` replays a saved plan)."""
     for name in policies:
         get_policy(name)                          # fail on an unknown name before any work
     if jobs > 1 and len(policies) > 1:
-        results = _run_parallel(workload, cost, config, policies, jobs)
+        results = _run_parallel(workload, cost, config, policies, jobs, bound)
     else:
         results = []
         for name in policies:
             cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-            results.append(run_policy(name, workload, cost, config, cb))
+            results.append(run_policy(name, workload, cost, config, cb, bound))
     return SimulationReport(model=cost.model, trace=workload.name,
                             capacity_bytes=config.capacity.total_bytes,
                             results=tuple(results), workload=workload.describe(),
@@ -147,13 +153,13 @@ _SHARED: tuple | None = None                      # inherited by forked workers
 
 
 def _worker(name: str) -> SimResult:
-    workload, cost, config = _SHARED
-    return run_policy(name, workload, cost, config)
+    workload, cost, config, bound = _SHARED
+    return run_policy(name, workload, cost, config, bound=bound)
 
 
-def _run_parallel(workload, cost, config, policies, jobs) -> list[SimResult]:
+def _run_parallel(workload, cost, config, policies, jobs, bound=None) -> list[SimResult]:
     global _SHARED
-    _SHARED = (workload, cost, config)
+    _SHARED = (workload, cost, config, bound)
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(jobs, len(policies)), mp_context=ctx) as ex:

@@ -84,3 +84,46 @@ def test_numeric_flags_below_one_are_usage_errors(hand_built_model, capsys, flag
     with pytest.raises(SystemExit) as e:
         main(["simulate", MODEL, "--capacity", "1GB", flag, "0"])
     assert e.value.code == 2 and "expected an integer ≥ 1" in capsys.readouterr().err
+
+
+def _saved_plan(tmp_path, cost, **rules):
+    """A runtime.yaml for `cost`, with `rules` changed from the default plan."""
+    import dataclasses
+
+    from marconi.planner.rules import default_plan
+    from marconi.planner.serialize import write_plan
+    plan = dataclasses.replace(default_plan(cost.model, cost.fingerprint(), 1, None, 20 * 10**9),
+                               **rules)
+    path = tmp_path / "runtime.yaml"
+    write_plan(plan, path)
+    return path
+
+
+def test_saved_plan_is_replayed_as_planned(hand_built_model, capsys, tmp_path):
+    path = _saved_plan(tmp_path, paper_7b_cost())
+    code, out, _ = run_cli(capsys, "simulate", MODEL, "--capacity", "20GB", "--policy", "sglang",
+                           "--plan", str(path), "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert [r["policy"] for r in doc["results"]] == ["sglang", "planned"]
+    # the saved default plan is bound as is: the policy does not re-plan online
+    from marconi.runtime.config import CacheConfig
+    from marconi.runtime.capacity import Capacity
+    from marconi.runtime.generators import default_workload
+    from marconi.runtime.policies.planned import Planned
+    from marconi.planner.serialize import load_plan
+    from marconi.runtime.simulator import run_policy
+    cost = paper_7b_cost()
+    direct = run_policy("planned", default_workload(0), cost,
+                        CacheConfig(Capacity.shared(20 * 10**9)),
+                        bound={"planned": Planned.with_plan(load_plan(path, cost))})
+    assert doc["results"][1]["flop_savings"] == pytest.approx(direct.flop_savings, rel=1e-12)
+
+
+def test_plan_for_another_model_is_refused(hand_built_model, capsys, tmp_path):
+    import dataclasses
+    other = dataclasses.replace(paper_7b_cost(), model="someone-else", dtype="float32")
+    path = _saved_plan(tmp_path, other)
+    code, out, err = run_cli(capsys, "simulate", MODEL, "--capacity", "20GB", "--plan", str(path))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "cost_fingerprint" in err

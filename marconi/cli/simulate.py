@@ -57,6 +57,10 @@ def add_arguments(p):
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="replay only the first N requests of the trace")
     add_format_argument(p)
+    p.add_argument("--plan", default=None, metavar="RUNTIME_YAML",
+                   help="replay the `planned` policy with this saved plan (a runtime.yaml made "
+                        "by `marconi-plan MODEL -o …` for the same model) instead of planning "
+                        "online; adds `planned` to --policy if missing")
 
 
 def run(args) -> int:
@@ -83,7 +87,15 @@ def run(args) -> int:
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
     progress = _progress_bar if (sys.stdout.isatty() and args.jobs <= 1 and
                                  len(workload.requests) >= PROGRESS_MIN_REQUESTS) else None
-    report = simulate(workload, cost, config, policies, jobs=args.jobs, progress=progress)
+    bound = None
+    if args.plan is not None:
+        from marconi.planner.serialize import load_plan
+        from marconi.runtime.policies.planned import Planned
+        bound = {"planned": Planned.with_plan(load_plan(args.plan, cost))}
+        if "planned" not in policies:
+            policies.append("planned")
+    report = simulate(workload, cost, config, policies, jobs=args.jobs, progress=progress,
+                      bound=bound)
     if progress is not None:
         sys.stderr.write("\n")
     if args.format == "json":
