@@ -2,8 +2,9 @@
 
 Coordinate search: each parameter in turn tries its grid values with the others fixed and
 keeps the value with the most FLOP savings (by a margin; ties keep the earlier value, so
-the search is deterministic); one pass, in a fixed order, within a time budget. Time offsets are in units
-of τ, the median arrival gap between an offline hit and the request that emitted it.
+the search is deterministic); one pass, in a fixed order, within a time budget. Time
+offsets are in units of τ, the median arrival gap between an offline hit and the request
+that emitted it.
 """
 
 from __future__ import annotations
