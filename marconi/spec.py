@@ -37,6 +37,8 @@ from marconi.errors import SpecError
 from marconi.layers import PARAMS, LayerKind, LayerParams, kind_names
 from marconi.units import DType, parse_dtype
 
+MAX_LAYERS = 10_000        # real hybrids have < 200; more is a typo in `repeat`
+
 _TOP_FIELDS = ("name", "source", "d_model", "vocab_size", "dtype", "state_dtype", "conv_dtype",
                "chunk_size", "blocks", "pattern", "layers", "repeat")
 
@@ -251,13 +253,22 @@ def _layer_entries(raw, blocks, where):
         pattern = raw["pattern"]
         if not isinstance(pattern, str) or not pattern:
             raise SpecError(f"{where}: pattern", f"expected a non-empty string, got {pattern!r}")
+        _check_layer_count(len(pattern), repeat, where)
         items = [(ch, f"{where}: pattern[{i}]") for i, ch in enumerate(pattern * repeat)]
     else:
         listed = raw["layers"]
         if not isinstance(listed, list):
             raise SpecError(f"{where}: layers", f"expected a list, got {type(listed).__name__}")
+        _check_layer_count(len(listed), repeat, where)
         items = [(item, f"{where}: layers[{i}]") for i, item in enumerate(listed * repeat)]
     return items
+
+
+def _check_layer_count(n_listed: int, repeat: int, where: str) -> None:
+    """Refuse before expanding: `repeat: 100000000` would otherwise fill memory."""
+    if n_listed * repeat > MAX_LAYERS:
+        raise SpecError(f"{where}: repeat", f"{n_listed} × {repeat} = {n_listed * repeat} "
+                        f"layers; expected at most {MAX_LAYERS}")
 
 
 def _parse_layer(index, entry, blocks, d_model, where):

@@ -85,6 +85,8 @@ def test_explicit_layer_list_and_repeat(tmp_path):
                  "model.yaml: blocks.A.n_kv_heads", "does not divide", id="gqa-mismatch"),
     pytest.param(lambda t: t + "frobnicate: 1\n",
                  "model.yaml: frobnicate", "unknown field", id="unknown-top-field"),
+    pytest.param(lambda t: t + "repeat: 100000000\n", "model.yaml: repeat",
+                 "4 × 100000000 = 400000000 layers; expected at most 10000", id="huge-repeat"),
 ])
 def test_bad_spec_names_field(tmp_path, mutate, where, what):
     with pytest.raises(SpecError) as e:
