@@ -31,7 +31,7 @@ import re
 
 import torch
 
-from marconi.errors import UnsupportedModelError
+from marconi.errors import SpecError, UnsupportedModelError
 from marconi.layers import LayerKind
 from marconi.passes.analyze import layer_cost
 from marconi.passes.cost_model import CostModel, FlopPoly
@@ -41,7 +41,7 @@ from marconi.passes.hf_kernels import ATTENTION_NAME, register_attention, substi
 from marconi.passes.layout import get_layout
 from marconi.passes.module_recorder import ModuleRecorder, is_under, matmul_packets
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
-from marconi.spec import HFConfig
+from marconi.spec import MAX_LAYERS, HFConfig
 from marconi.units import DType, parse_dtype
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,11 @@ class HFRunner:
             compute = torch.bfloat16
         raw = {k: v for k, v in source.config.items()
                if k not in ("torch_dtype", "dtype", "architectures", "transformers_version")}
+        text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+        layers = text.get("num_hidden_layers")
+        if isinstance(layers, int) and layers > MAX_LAYERS:    # before transformers expands it
+            raise SpecError(f"{self.where}: num_hidden_layers", f"{layers}; expected at most "
+                            f"{MAX_LAYERS}")
         try:
             config = transformers.AutoConfig.for_model(**raw)
         except (ValueError, KeyError) as e:

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")
 
-from marconi.errors import UnsupportedModelError  # noqa: E402
+from marconi.errors import SpecError, UnsupportedModelError  # noqa: E402
 from marconi.layers import LayerKind  # noqa: E402
 from marconi.passes import build_cost_model, hf_kernels  # noqa: E402
 from marconi.passes.hf import HFRunner  # noqa: E402
@@ -225,4 +225,18 @@ def test_bidirectional_model_is_refused(tmp_path):
         "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
         "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 64}))
     with pytest.raises(UnsupportedModelError, match="BertSelfAttention: bidirectional"):
+        build_cost_model(load_model(tmp_path))
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["top-level", "text-config"])
+def test_absurd_layer_count_is_refused_before_transformers_builds_it(tmp_path, nested):
+    """num_hidden_layers 10⁸ (a typo) made transformers build configs for minutes."""
+    raw = json.loads((HF_DIR / "jamba-tiny" / "config.json").read_text())
+    if nested:
+        raw = {"model_type": "qwen3_5", "text_config": {"num_hidden_layers": 10**8}}
+    else:
+        raw["num_hidden_layers"] = 10**8
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(SpecError, match=r"config\.json: num_hidden_layers: 100000000; "
+                                        r"expected at most 10000"):
         build_cost_model(load_model(tmp_path))
