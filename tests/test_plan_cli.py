@@ -84,3 +84,12 @@ def test_unwritable_output_leaves_nothing(trace, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "cannot write" in err[0]
     assert not out.parent.exists()
+
+
+def test_output_that_is_a_directory_is_refused_before_the_work(trace, tmp_path, capsys):
+    rc = main([MODEL, "--trace", trace, "--capacity", "2GiB", "-o", str(tmp_path),
+               "--no-held-out", "--jobs", "1"])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot write: is a directory" in err[0], err
+    assert captured.out == "" and list(tmp_path.iterdir()) == []

@@ -78,6 +78,9 @@ def _check_writable(output: str) -> None:
     from pathlib import Path
 
     from marconi.errors import PlanError
+    if Path(output).is_dir():
+        raise PlanError(output, "cannot write: is a directory; expected a file path for -o, "
+                        "e.g. runtime.yaml")
     folder = Path(output).parent
     if not folder.is_dir():
         raise PlanError(output, f"cannot write: no such directory {str(folder)!r}; expected "
