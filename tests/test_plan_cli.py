@@ -93,3 +93,17 @@ def test_output_that_is_a_directory_is_refused_before_the_work(trace, tmp_path, 
     err = captured.err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "cannot write: is a directory" in err[0], err
     assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("plot,expected", [
+    pytest.param("missing-dir/capacity.png", "cannot write: no such directory", id="no-folder"),
+    pytest.param("capacity.foo", "--plot: 'capacity.foo': unknown image format", id="format"),
+])
+def test_bad_plot_path_is_refused_before_the_work(plot, expected, trace, tmp_path,
+                                                  monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = main([MODEL, "--trace", trace, "--capacity", "2GiB", "--plot", plot,
+               "--no-held-out", "--jobs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and expected in err[0], err
+    assert list(tmp_path.iterdir()) == []

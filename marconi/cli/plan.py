@@ -43,6 +43,8 @@ def run(args) -> int:
 
     capacity = capacity_from(args)
     _check_writable(args.output)
+    if args.plot:
+        _check_plot_path(args.plot)
     source = load_source(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
@@ -72,21 +74,34 @@ def run(args) -> int:
     return 0
 
 
-def _check_writable(output: str) -> None:
-    """Fail before the work, not after it, when runtime.yaml cannot be written."""
+def _check_writable(output: str, flag: str = "-o", example: str = "runtime.yaml") -> None:
+    """Fail before the work, not after it, when an output file cannot be written."""
     import os
     from pathlib import Path
 
     from marconi.errors import PlanError
     if Path(output).is_dir():
-        raise PlanError(output, "cannot write: is a directory; expected a file path for -o, "
-                        "e.g. runtime.yaml")
+        raise PlanError(output, f"cannot write: is a directory; expected a file path for "
+                        f"{flag}, e.g. {example}")
     folder = Path(output).parent
     if not folder.is_dir():
         raise PlanError(output, f"cannot write: no such directory {str(folder)!r}; expected "
-                        "an existing folder for -o")
+                        f"an existing folder for {flag}")
     if not os.access(folder, os.W_OK):
         raise PlanError(output, f"cannot write: folder {str(folder)!r} is not writable")
+
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def _check_plot_path(path: str) -> None:
+    from pathlib import Path
+
+    from marconi.errors import UserError
+    if Path(path).suffix.lower() not in PLOT_FORMATS:
+        raise UserError("--plot", f"{path!r}: unknown image format; expected a file name "
+                        f"ending in {', '.join(PLOT_FORMATS)}")
+    _check_writable(path, "--plot", "capacity.png")
 
 
 # ---------------------------------------------------------------- rendering
