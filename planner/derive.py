@@ -147,7 +147,7 @@ def _min_prefix(tokens: np.ndarray, value: np.ndarray, drop: float = 0.005) -> i
 
 
 def _pins(problem: OfflineProblem, workload: Workload, hits: np.ndarray, max_pins: int,
-          bytes_share: float) -> tuple[tuple[int, ...], ...]:
+          bytes_share: float) -> tuple[PinnedPrefix, ...]:
     """Keys the optimum resumes from on at least half of their later passes, passed by at
     least 2 % of the requests (and 10), cheapest first within `bytes_share` of capacity."""
     tree = problem.tree
