@@ -31,6 +31,14 @@ def test_refuses_a_hugging_face_model_that_is_not_a_supported_hybrid():
         wrap(LlamaForCausalLM(cfg))
 
 
+def test_refuses_a_cache_dtype_it_cannot_account_for():
+    import copy
+    model = copy.deepcopy(model_for("hf", "nemotron-h-tiny")).double()
+    with pytest.raises(UnsupportedModelError, match=r"model: cache dtype torch.float64; "
+                                                     r"expected one of float32, bfloat16"):
+        wrap(model)
+
+
 @pytest.mark.parametrize("policy,match", [
     pytest.param("vllm-all", "keeps a state every", id="dense-stride"),
     pytest.param("infinite", "no capacity limit", id="unbounded"),

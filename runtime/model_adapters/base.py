@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor
 
+from marconi.errors import UnsupportedModelError
 from marconi.passes.cost_model import CostModel
 from marconi.spec import HFConfig, ModelSpec
 from marconi.units import DType
@@ -42,7 +43,9 @@ def storage_dtype(dtype: torch.dtype) -> DType:
             return d
     if "float8" in str(dtype):
         return DType.FLOAT8
-    raise ValueError(f"no DType for {dtype}")
+    raise UnsupportedModelError("model", f"cache dtype {dtype}; expected one of "
+                                f"{', '.join(d.value for d in DType)} (cast the model, e.g. "
+                                "model.bfloat16())")
 
 
 @dataclasses.dataclass(frozen=True)
