@@ -162,8 +162,17 @@ class CostModel:
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
-        """Stable hash of everything a plan depends on (sizes, FLOPs, dtypes)."""
-        blob = json.dumps(self.to_dict(include_layers=True), sort_keys=True).encode()
+        """Stable hash of everything a plan depends on (sizes, FLOPs, dtypes).
+
+        Names are left out: `marconi-plan config.json` names a model after its file or
+        folder, `marconi.wrap` after the loaded model's `name_or_path`, and a plan made by
+        one must be accepted by the other when their caches and costs are the same.
+        """
+        doc = self.to_dict(include_layers=True)
+        del doc["model"]
+        for layer in doc["layers"]:
+            del layer["name"], layer["label"]
+        blob = json.dumps(doc, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_dict(self, include_layers: bool = True) -> dict[str, Any]:

@@ -75,6 +75,23 @@ def test_plan_for_another_model_is_refused(tmp_path):
         wrap(model_for("ref", "qwen3-next-tiny"), plan=plan, policy="marconi", cost=cost_a)
 
 
+def test_a_plan_made_from_the_config_file_is_accepted(tmp_path):
+    """`marconi-plan examples/hf/X` names the model after its folder and wrap after the
+    model's name_or_path: the fingerprint compares caches and costs, not names."""
+    from marconi.passes import build_cost_model
+    from marconi.planner.serialize import write_plan
+    from marconi.spec import load_model
+    from marconi.units import DType
+    from wrap_helpers import HF_DIR
+    name = "nemotron-h-tiny"
+    cli_cost = build_cost_model(load_model(HF_DIR / name), dtype=DType.FLOAT32)
+    assert cli_cost.model != cost_for("hf", name).model
+    write_plan(_plan_for(cli_cost, 1 << 20), tmp_path / "runtime.yaml")
+    cached = wrap(model_for("hf", name), plan=str(tmp_path / "runtime.yaml"),
+                  cost=cost_for("hf", name))
+    assert cached.capacity.total_bytes == 1 << 20
+
+
 @pytest.mark.parametrize("policy", ["planned", "marconi", "sglang", "vllm-align"])
 def test_every_runnable_policy_is_exact(policy):
     kind, name = "ref", "kimi-linear-tiny"
