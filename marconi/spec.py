@@ -116,6 +116,9 @@ def load_model(path: str | Path) -> ModelSource:
     """Load `model.yaml`, a `config.json`, or a folder holding a `config.json`."""
     p = Path(path)
     if p.is_dir():
+        if not (p / "config.json").exists():
+            raise SpecError(str(path), "folder holds no config.json; expected a folder with a "
+                            "Hugging Face config.json, or a model.yaml")
         p = p / "config.json"
     if not p.exists():
         raise SpecError(str(path), "no such file; expected a model.yaml, a config.json "

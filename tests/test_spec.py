@@ -107,6 +107,11 @@ def test_missing_file(tmp_path):
         load_model(tmp_path / "nope.yaml")
 
 
+def test_folder_without_config_json(tmp_path):
+    with pytest.raises(SpecError, match=r": folder holds no config\.json; expected"):
+        load_model(tmp_path)
+
+
 def test_top_level_not_mapping():
     with pytest.raises(SpecError, match="expected a mapping at the top level"):
         parse_spec([1, 2])
