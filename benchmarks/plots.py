@@ -50,9 +50,10 @@ def _gib_axis(ax) -> None:
     ax.set_xlabel("cache capacity (GiB, log scale)")
 
 
-def _percent_axis(ax, label: str) -> None:
+def _percent_axis(ax, label: str, top: float) -> None:
+    """A percentage axis from 0 that shows `top` (the highest reference line) clearly."""
     ax.set_ylabel(label)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.06 * top))
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -95,7 +96,7 @@ def capacity_figure(results, model: str, out: Path) -> Path:
                         label="offline upper bound (LP / Lagrangian)", **BOUND_STYLE)
             _gib_axis(ax)
             _percent_axis(ax, "token hit rate (%)" if metric == "token_hit_rate"
-                          else "prefill FLOP savings (%)")
+                          else "prefill FLOP savings (%)", 100 * inf[metric])
             if row == 0:
                 ax.set_title(res.workload_label(results, w), fontsize=11)
     fig.suptitle(f"{model}: hit rate and FLOP savings against cache capacity", fontsize=12)
@@ -177,7 +178,7 @@ def variant_figure(results, study: str, out: Path) -> Path | None:
                 ax.set_xticklabels([v["label"] for v in variants])
                 ax.set_xlabel("SSM state dimension d_state (log scale)")
             _percent_axis(ax, "token hit rate (%)" if metric == "token_hit_rate"
-                          else "prefill FLOP savings (%)")
+                          else "prefill FLOP savings (%)", max(inf))
             if row == 0:
                 cap = _variant_capacity(results, variants[0]["model"], w, study)
                 ax.set_title(f"{res.workload_label(results, w)} @ {cap / GIB:,.1f} GiB",
@@ -201,7 +202,7 @@ def _variant_capacity(results, model: str, workload: str, study: str) -> int:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs={"optimize": True})
     _pyplot().close(fig)
     return path
 
