@@ -77,7 +77,11 @@ def machine(jobs: int, argv: list[str]) -> dict:
                                   check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
-    uname = " ".join(part for part in platform.uname() if part)
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        uname = " ".join(part for part in platform.uname() if part)
     return {"command": "python -m benchmarks.run " + " ".join(argv),
             "commit": git("rev-parse", "HEAD"),
             "dirty": _dirty(git("status", "--porcelain", "--untracked-files=no", "--",
