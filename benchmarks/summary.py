@@ -86,6 +86,13 @@ def _signed(x: float) -> str:
     return "–" if math.isnan(x) else f"{100 * x:+.1f}%"
 
 
+def _fraction(f: float) -> str:
+    """1/128 rather than 0.0078125 (capacities are powers of two of the footprint)."""
+    if f >= 1 or abs(1 / f - round(1 / f)) > 1e-9:
+        return f"{f:g}"
+    return f"1/{round(1 / f)}"
+
+
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -238,14 +245,14 @@ def markdown(results, image_prefix: str) -> str:
     fraction = results["suite"]["ttft_fraction"]
     out = ["### Run", ""] + meta_block(results) + ["", "### Workloads", ""]
     out += workload_table(results)
+    fractions = ", ".join(_fraction(f) for f in results["suite"]["capacity_fractions"])
     out += ["", "Reference footprint: peak bytes of `sglang` with no capacity limit; the "
-            f"sweep's capacities are {', '.join(f'{f:g}' for f in results['suite']['capacity_fractions'])}"
-            " × that footprint.", ""]
+            f"sweep's capacities are {fractions} × that footprint.", ""]
     for model in results["suite"]["models"]:
         out += [f"### {model}", "",
                 f"![capacity sweep, {model}]({image_prefix}capacity-{model}.png)", "",
                 f"Token hit / FLOP savings / share of the FLOP upper bound at "
-                f"{fraction:g} × footprint:", ""]
+                f"{_fraction(fraction)} × footprint:", ""]
         out += policy_table(results, model)
         out += ["", "Headline comparisons over the capacity sweep (configs used / configs):",
                 ""]
@@ -254,7 +261,7 @@ def markdown(results, image_prefix: str) -> str:
                 "the capacity sweep:", ""]
         out += bound_table(results, model)
         out += ["", f"![TTFT, {model}]({image_prefix}ttft-{model}.png)", "",
-                f"TTFT P50 / P95 in ms at {fraction:g} × footprint:", ""]
+                f"TTFT P50 / P95 in ms at {_fraction(fraction)} × footprint:", ""]
         out += ttft_table(results, model)
         out.append("")
     if results["suite"]["variants"] is not None:
