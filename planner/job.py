@@ -90,7 +90,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
     for f in sweep_factors:
         cap = max(1, int(capacity_bytes * f))
         p = plan if f == 1 else derive_plan(workload, cost, cap, chunk_tokens=chunk_tokens,
-                                            tune_budget_s=20.0)
+                                            tune_replays=12)
         ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs, bound=p.bound)
         points.append((cap, ev.results, ev.bound.upper.flop_savings))
     return PlanJob(capacity_bytes=int(capacity_bytes), capacity_source=capacity_source,

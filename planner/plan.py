@@ -44,7 +44,7 @@ class PlanResult:
 
 def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
                 chunk_tokens: int | None = None, memory_split: bool = True,
-                bound_method: str = "auto", tune_budget_s: float = 60.0,
+                bound_method: str = "auto", tune_replays: int | None = None,
                 config: CacheConfig | None = None) -> PlanResult:
     """A Plan for `workload` at `capacity_bytes`, tuned on `workload` itself."""
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
                                  chunk_tokens=chunk_tokens)
     space = search_space(plan, insights, memory_split)
     plan, best, trials = coordinate_search(
-        plan, space, lambda p: replay_savings(p, workload, cost, config), tune_budget_s)
+        plan, space, lambda p: replay_savings(p, workload, cost, config), tune_replays)
     plan = dataclasses.replace(plan, provenance=(
         ("workload", workload.name), ("requests", len(workload.requests)),
         ("capacity_bytes", int(capacity_bytes)),

@@ -34,7 +34,7 @@ def test_bound_holds_for_every_policy(seed, block, capacity):
     bounds = {m: offline_bound(workload, cost, capacity, method=m, problem=problem)
               for m in ("lp", "lagrangian", "knapsack")}
     results = {name: run_policy(name, workload, cost, config) for name in POLICIES}
-    plan = derive_plan(workload, cost, capacity, tune_budget_s=5.0).plan
+    plan = derive_plan(workload, cost, capacity, tune_replays=8).plan
     results["planned(tuned)"] = Planned.with_plan(plan).run(workload, cost, config)
     for name, result in results.items():
         assert result.peak_occupancy <= 1.0 + 1e-12, name
