@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from marconi.runtime.prefix_cache import common_prefix
+
 
 class Sighting(NamedTuple):
     depth: int       # ids of the input seen before (longest common prefix with the past)
@@ -36,7 +38,7 @@ class SeenPrefixes:
             if child is None:
                 break
             key = self.keys[child]
-            j = _common_prefix(key, ids, d, n)
+            j = common_prefix(key, ids, d, n)
             d += j
             passes = self.passes[child]
             if j < len(key):
@@ -53,7 +55,7 @@ class SeenPrefixes:
                 self._new(node, ids[d:])
                 return
             key = self.keys[child]
-            j = _common_prefix(key, ids, d, n)
+            j = common_prefix(key, ids, d, n)
             if j < len(key):
                 child = self._split(node, child, j)
             self.passes[child] += 1
@@ -76,18 +78,3 @@ class SeenPrefixes:
         self.keys[child] = key[j:]
         self.children[parent][key[0]] = upper
         return upper
-
-
-def _common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
-    """Length of the common prefix of `key` and ``ids[d:n]`` (first ids agree)."""
-    hi = min(len(key), n - d)
-    if key[:hi] == ids[d:d + hi]:
-        return hi
-    lo = 1
-    while hi - lo > 1:                  # prefix lo agrees, prefix hi does not
-        mid = (lo + hi) // 2
-        if key[lo:mid] == ids[d + lo:d + mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo

@@ -141,7 +141,7 @@ class PrefixCache:
                 elif s and (d - 1) // s * s > d - k:        # last interior grid state
                     hit_node, hit = child, (d - 1) // s * s
                 continue
-            j = _common_prefix(child.key, ids, d, n)
+            j = common_prefix(child.key, ids, d, n)
             if s and (d + j) // s * s > d:
                 hit_node, hit = child, (d + j) // s * s
             return Match(hit, hit_node, d + j, node, child)
@@ -171,7 +171,7 @@ class PrefixCache:
             if d + k <= length and ids[d:d + k] == c.key:
                 node, d = c, d + k
                 continue
-            child, j = c, _common_prefix(c.key, ids, d, length)
+            child, j = c, common_prefix(c.key, ids, d, length)
             break
         x = d + j
         bottom = child if child is not None else node
@@ -506,8 +506,9 @@ class PrefixCache:
         self.index.update(node)
 
 
-def _common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
-    """Length of the common prefix of `key` and ``ids[d:n]`` (≥ 1 here: first ids agree)."""
+def common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
+    """Length of the common prefix of an edge `key` and ``ids[d:n]``, given that their first
+    ids agree (so ≥ 1): one slice compare, else a binary search on slice compares."""
     hi = min(len(key), n - d)
     lo = 1
     if key[:hi] == ids[d:d + hi]:
