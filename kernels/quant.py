@@ -35,9 +35,10 @@ def quantize_tile(h):
 
 
 @triton.jit
-def _quantize_rows_kernel(src, src_idx, q_pool, scale_pool, dst_idx,
-                          C, N, src_slot_stride, q_slot_stride, scale_slot_stride,
-                          BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+def _row_tile(src_idx, dst_idx, C, N, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's (source slot, destination slot, channels, offsets in a slot, row mask,
+    tile mask) for copying channel rows `[BLOCK_C, BLOCK_N]` of slot pairs `src_idx[i]` ->
+    `dst_idx[i]`."""
     i = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_n = tl.arange(0, BLOCK_N)
@@ -47,6 +48,14 @@ def _quantize_rows_kernel(src, src_idx, q_pool, scale_pool, dst_idx,
     row_ok = (offs_c < C) & ((tl.zeros_like(offs_c) + s) >= 0) & ((tl.zeros_like(offs_c) + d) >= 0)
     ok = row_ok[:, None] & (offs_n[None, :] < N)
     offs = offs_c[:, None] * N + offs_n[None, :]
+    return s, d, offs_c, offs, row_ok, ok
+
+
+@triton.jit
+def _quantize_rows_kernel(src, src_idx, q_pool, scale_pool, dst_idx,
+                          C, N, src_slot_stride, q_slot_stride, scale_slot_stride,
+                          BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+    s, d, offs_c, offs, row_ok, ok = _row_tile(src_idx, dst_idx, C, N, BLOCK_C, BLOCK_N)
     h = tl.load(src + s * src_slot_stride + offs, mask=ok, other=0.0).to(tl.float32)
     q, scale = quantize_tile(h)
     tl.store(q_pool + d * q_slot_stride + offs, q, mask=ok)
@@ -57,15 +66,7 @@ def _quantize_rows_kernel(src, src_idx, q_pool, scale_pool, dst_idx,
 def _dequantize_rows_kernel(q_pool, scale_pool, src_idx, dst, dst_idx,
                             C, N, q_slot_stride, scale_slot_stride, dst_slot_stride,
                             BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
-    i = tl.program_id(0)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_n = tl.arange(0, BLOCK_N)
-    s = tl.load(src_idx + i).to(tl.int64)
-    d = tl.load(dst_idx + i).to(tl.int64)
-    # negative slots are padding (scalar predicates broadcast first: the interpreter needs it)
-    row_ok = (offs_c < C) & ((tl.zeros_like(offs_c) + s) >= 0) & ((tl.zeros_like(offs_c) + d) >= 0)
-    ok = row_ok[:, None] & (offs_n[None, :] < N)
-    offs = offs_c[:, None] * N + offs_n[None, :]
+    s, d, offs_c, offs, row_ok, ok = _row_tile(src_idx, dst_idx, C, N, BLOCK_C, BLOCK_N)
     q = tl.load(q_pool + s * q_slot_stride + offs, mask=ok, other=0).to(tl.float32)
     scale = tl.load(scale_pool + s * scale_slot_stride + offs_c, mask=row_ok, other=0.0)
     h = (q * scale[:, None]).to(dst.dtype.element_ty)
