@@ -12,7 +12,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
-from marconi.runtime.replay import Replay
+from marconi.runtime.replay import Replay, without_cycle_collector
 
 _STATE: tuple | None = None          # (history, make_policy, stop, measure) for workers
 
@@ -33,9 +33,12 @@ def sweep(history: Replay, make_policy: Callable[[float], Any], alphas: Sequence
 
 
 def _continue(history, make_policy, alpha, stop, measure):
-    run = history.fork(make_policy(alpha))
-    run.run(stop=stop)
-    return measure(run)
+    with without_cycle_collector():                 # the fork allocates a whole tree
+        run = history.fork(make_policy(alpha))
+        run.run(stop=stop)
+        out = measure(run)
+        run.discard()
+    return out
 
 
 def _worker(alpha: float):

@@ -13,6 +13,7 @@ Ties are broken by node creation order (`uid`), so a replay is deterministic.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from array import array
 from bisect import bisect_right
@@ -189,13 +190,16 @@ class FlopAware(_Heaps):
         self._edges: list[float] = [-math.inf]      # lowest efficiency of each bucket
         self._edge_arr = np.array(self._edges)
         self._buckets: list[list] = [[]]            # per bucket: heap by last access
-        self._tops = array("d", [math.inf])         # ≤ oldest last access per bucket
+        self._tops = array("d", [math.nan])         # ≤ oldest last access per bucket
+        self._tops_arr = np.frombuffer(self._tops)  # (NaN: empty), and a numpy view
         self._since_rebuild = 0
         self._rebuild_after = 256                   # updates, or a bucket of this many:
         self._bucket_cap = 64
-        self._version = 0                           # bumped when a bucket bound may drop
+        self._version = 0                           # bumped when bucket bounds may drop
+        self._dirty: list[int] = []                 # buckets whose bound dropped since
         self._order_key: tuple | None = None        # bucket order valid for these bounds
         self._order: tuple = ()
+        self._terms_now: tuple = ()                 # `_terms` of the bounds in _order_key
         self.alpha = alpha
 
     @property
@@ -243,9 +247,12 @@ class FlopAware(_Heaps):
         b = bisect_right(self._edges, e) - 1
         heap = self._buckets[b]
         _heappush(heap, entry)
-        if t < self._tops[b]:
-            self._tops[b] = t
-            self._version += 1
+        if not t >= self._tops[b]:                  # older, or the bucket was empty:
+            self._tops[b] = t                       # its bound in `_order` may be too high
+            self._dirty.append(b)
+            if len(self._dirty) > 8:                # cheaper to sort them all again
+                self._dirty.clear()
+                self._version += 1
         self._since_rebuild += 1
         if self._since_rebuild > self._rebuild_after or (
                 len(heap) > self._bucket_cap and self._since_rebuild > self._n // 8):
@@ -283,7 +290,8 @@ class FlopAware(_Heaps):
             heapq.heapify(heap)
         self._edges, self._buckets, self._since_rebuild = edges, buckets, 0
         self._edge_arr = np.array(edges)
-        self._tops = array("d", [math.inf]) * len(edges)
+        self._tops = array("d", [math.nan]) * len(edges)
+        self._tops_arr = np.frombuffer(self._tops)          # a view (never resized)
         self._refresh_tops(range(len(edges)))
         self._version += 1
         n = len(live)
@@ -292,20 +300,30 @@ class FlopAware(_Heaps):
     def _refresh_tops(self, buckets) -> None:
         for b in buckets:
             heap = self._buckets[b]
-            self._tops[b] = heap[0][0] if heap else math.inf
+            self._tops[b] = heap[0][0] if heap else math.nan
 
     # -------------------------------------------------------------- scoring
-    def scorer(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float):
-        """S as a function of (last_access, eff) for fixed candidate bounds; one expression
-        for floats and numpy arrays alike (element-wise, identical rounding)."""
-        alpha, now = self.alpha, self.cache.clock.now
-        inverse = self.recency == "inverse"
-        r_lo, r_hi = (1.0 / ((now - t_lo) + 1.0), 1.0 / ((now - t_hi) + 1.0)) if inverse \
-            else (t_lo, t_hi)
-        # a term whose values are all equal normalises to 1: slope 0, offset 1
+    def _terms(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float) -> tuple:
+        """The normalisation of S for fixed candidate bounds, as the two terms' affine maps:
+        S(t, e) = R(t) + α·((e − e_lo)·e_inv + e_off) with R(t) = (r(t) − r_lo)·r_inv + r_off,
+        r the recency. A term whose values are all equal normalises to 1 (slope 0, offset 1).
+        """
+        now = self.cache.clock.now
+        if self.recency == "inverse":
+            r_lo, r_hi = 1.0 / ((now - t_lo) + 1.0), 1.0 / ((now - t_hi) + 1.0)
+        else:
+            r_lo, r_hi = t_lo, t_hi
         r_inv, r_off = (1.0 / (r_hi - r_lo), 0.0) if r_hi > r_lo else (0.0, 1.0)
         e_inv, e_off = (1.0 / (e_hi - e_lo), 0.0) if e_hi > e_lo else (0.0, 1.0)
-        if inverse:
+        return now, r_lo, r_inv, r_off, e_lo, e_inv, e_off
+
+    def scorer(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float):
+        """S as a function of (last_access, eff) for fixed candidate bounds; one expression
+        for floats and numpy arrays alike (element-wise, identical rounding). The search in
+        `victim` writes the same expression out inline (a tested equality)."""
+        alpha = self.alpha
+        now, r_lo, r_inv, r_off, e_lo, e_inv, e_off = self._terms(t_lo, t_hi, e_lo, e_hi)
+        if self.recency == "inverse":
             def score(t, e):
                 return ((1.0 / ((now - t) + 1.0) - r_lo) * r_inv + r_off
                         + alpha * ((e - e_lo) * e_inv + e_off))
@@ -317,7 +335,8 @@ class FlopAware(_Heaps):
     def victim(self):
         if self.reference:
             return self._victim_by_scan()
-        if self.alpha == 0.0:                               # S is monotone in time: LRU
+        alpha = self._alpha
+        if alpha == 0.0:                                    # S is monotone in time: LRU
             entry = self._top(self._t_min)
             return None if entry is None else self._action(entry[-1])
         t_lo = _live_top(self._t_min)
@@ -325,51 +344,67 @@ class FlopAware(_Heaps):
             return None
         bounds = (t_lo[0], -_live_top(self._t_max)[0], _live_top(self._e_min)[0],
                   -_live_top(self._e_max)[0])
-        e_lo = bounds[2]
-        score = self.scorer(*bounds)
-        key = (bounds, self.cache.clock.now, self._alpha, self._version)
+        inverse = self.recency == "inverse"
+        key = (bounds, self.cache.clock.now if inverse else None, alpha, self._version)
         if key != self._order_key:
             # Bucket bounds, lowest first. Kept while nothing they depend on changes (same
             # normalisation, no bucket's oldest entry got older): a bucket whose top was
             # consumed since only got a higher true bound, so the stale one stays a bound.
-            edges = np.maximum(self._edge_arr, e_lo)
-            with np.errstate(invalid="ignore"):             # empty buckets: inf·0 = NaN
-                lower = score(np.frombuffer(self._tops), edges) - _SLACK
+            # Empty buckets have a NaN top, so a NaN bound: sorted last, never visited.
+            # Buckets whose top got older since (`_dirty`) are visited first, unsorted.
+            self._terms_now = self._terms(*bounds)
+            edges = np.maximum(self._edge_arr, bounds[2])
+            lower = self.scorer(*bounds)(self._tops_arr, edges) - _SLACK
             order = np.argsort(lower, kind="stable")
             self._order = (order.tolist(), lower[order].tolist())
             self._order_key = key
-        best, best_s, best_key = None, math.inf, None
-        popped, visited = [], []
+            self._dirty.clear()
+        now, r_lo, r_inv, r_off, e_lo, e_inv, e_off = self._terms_now
+        # S(t, e) = R(t) + E(e), written out as in `scorer` (same operations, same order,
+        # so the same rounding): R per entry, E per bucket edge and per candidate.
+        best, best_s, best_t, best_uid = None, math.inf, 0.0, 0
+        popped, changed = [], []
         all_edges = self._edges
-        for b, bound in zip(*self._order):
+        dirty = [(b, -math.inf) for b in self._dirty]
+        for b, bound in itertools.chain(dirty, zip(*self._order)) if dirty \
+                else zip(*self._order):
             if not bound <= best_s:                         # NaN (empty) or too high
                 break
             edge = all_edges[b] if all_edges[b] > e_lo else e_lo
+            edge_term = alpha * ((edge - e_lo) * e_inv + e_off)
             heap = self._buckets[b]
-            visited.append(b)
             while heap:
                 entry = heap[0]
-                node = entry[-1]
-                if entry[-2] != node.stamp:
+                node = entry[3]
+                if entry[2] != node.stamp:
                     _heappop(heap)
+                    changed.append(b)                       # its top may have moved
                     continue
                 t = entry[0]
-                if score(t, edge) > best_s:
+                r = ((1.0 / ((now - t) + 1.0) - r_lo) if inverse else (t - r_lo)) \
+                    * r_inv + r_off
+                if r + edge_term > best_s:
                     break
                 if not node.lock_ref:
-                    key = (score(t, node.eff), t, node.uid)
-                    if best_key is None or key < best_key:
-                        best, best_s, best_key = node, key[0], key
+                    s = r + alpha * ((node.eff - e_lo) * e_inv + e_off)
+                    if s < best_s or (s == best_s and (t, node.uid) < (best_t, best_uid)):
+                        best, best_s, best_t, best_uid = node, s, t, node.uid
                 # the next oldest entry is a child of the heap's root: look deeper only if
                 # it could still win
                 n = len(heap)
-                if n == 1 or score(heap[1][0] if n == 2 else min(heap[1][0], heap[2][0]),
-                                   edge) > best_s:
+                if n == 1:
+                    break
+                t = heap[1][0]
+                if n > 2 and heap[2][0] < t:
+                    t = heap[2][0]
+                r = ((1.0 / ((now - t) + 1.0) - r_lo) if inverse else (t - r_lo)) \
+                    * r_inv + r_off
+                if r + edge_term > best_s:
                     break
                 popped.append((heap, _heappop(heap)))
-        for heap, entry in popped:
+        for heap, entry in popped:                          # (their top is back)
             _heappush(heap, entry)
-        self._refresh_tops(visited)
+        self._refresh_tops(changed)
         return None if best is None else self._action(best)
 
     # -------------------------------------------------------------- helpers

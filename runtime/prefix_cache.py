@@ -318,6 +318,15 @@ class PrefixCache:
             index.update(c)
         return new
 
+    def discard(self) -> None:
+        """Unlink every node and the eviction index, so that dropping the cache frees it by
+        reference counting (the tree and the cache ⇄ index links are cycles otherwise).
+        The cache cannot be used afterwards."""
+        for node in list(self.nodes()):
+            node.children = {}
+            node.parent = None
+        self.index = None
+
     def nodes(self) -> Iterator[Node]:
         """Every node, root first (iterative DFS)."""
         stack = [self.root]

@@ -21,8 +21,12 @@ class CheckedFlopAware(FlopAware):
     """Answers with the fast search and asserts that the brute force agrees every time."""
 
     calls = 0
+    bucketed = 0          # searches over more than one efficiency bucket
+    dirty = 0             # searches that met buckets whose top got older since the sort
 
     def victim(self):
+        CheckedFlopAware.bucketed += len(self._buckets) > 1 and self.alpha > 0
+        CheckedFlopAware.dirty += bool(self._dirty) and self.alpha > 0
         fast = super().victim()
         assert fast == self._victim_by_scan(), (fast, self._victim_by_scan())
         CheckedFlopAware.calls += 1
@@ -62,6 +66,23 @@ def test_fast_flop_aware_search_equals_brute_force(seed, alpha, recency):
     assert plain.hits == checked.hits
 
 
+@pytest.mark.parametrize("recency", ["linear", "inverse"])
+@pytest.mark.parametrize("alpha", [0.5, 2.0], ids=lambda a: f"alpha{a}")
+def test_fast_search_equals_brute_force_across_many_buckets(alpha, recency):
+    """Enough candidates for the bucketed search (rebuilds, a stale sorted order, buckets
+    whose oldest entry changed since it was sorted) to be what answers, every time checked."""
+    workload = generate([ChatSpec(sessions=300, turns=(2, 6), user_median=40,
+                                  output_median=60, sessions_per_s=5)], seed=0)
+    cost = paper_7b_cost()
+    config = CacheConfig(Capacity.shared(int(cost.kv_bytes_per_token * 8000)), recency=recency)
+    before = (CheckedFlopAware.calls, CheckedFlopAware.bucketed, CheckedFlopAware.dirty)
+    checked = Replay(workload, cost, CheckedMarconi(cost, config, workload, alpha, tune=False))
+    checked.run()
+    calls, bucketed, dirty = (now - then for now, then in zip(
+        (CheckedFlopAware.calls, CheckedFlopAware.bucketed, CheckedFlopAware.dirty), before))
+    assert calls > 1000 and bucketed > calls // 2 and dirty > 100, (calls, bucketed, dirty)
+
+
 def _cache(index, capacity=None):
     cap = Capacity.unbounded() if capacity is None else Capacity.shared(capacity)
     return PrefixCache(1, 10, cap, index, TraceClock())
@@ -89,6 +110,35 @@ def test_flop_aware_victims_match_reference_on_random_trees(inserts, recency):
         fast, ref = index.victim(), index._victim_by_scan()
         index.release()
         assert fast == ref
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 3), min_size=1, max_size=8),
+                          st.integers(0, 3)), min_size=4, max_size=40),
+       st.sampled_from([0.2, 1.0, 2.0]), st.sampled_from(["linear", "inverse"]))
+def test_bucketed_search_matches_reference_while_evicting(inserts, alpha, recency):
+    """Many efficiency buckets (a forced rebuild), then evict to empty: every victim is the
+    brute-force one, also when an eviction turns an old parent into a candidate after the
+    buckets were sorted (its bucket's sorted bound is then too high)."""
+    effs = {}
+    index = FlopAware(alpha, lambda n: effs.setdefault(n.uid, (n.uid * 7919) % 101 / 10.0),
+                      recency=recency)
+    cache = _cache(index)
+    now = 0.0
+    for ids, dt in inserts:
+        now += dt                                        # ties in time on purpose
+        cache.clock.now = now
+        cache.insert(_seq(ids), len(ids), [len(ids)])
+    index._rebuild()
+    assert len(index._buckets) > 1
+    while True:
+        fast, ref = index.victim(), index._victim_by_scan()
+        assert fast == ref
+        if fast is None:
+            break
+        cache.evict_node(*fast)
+        index.release()
+    assert not any(n.ckpt for n in cache.nodes())
 
 
 def test_leaf_lru_order_worked_example():

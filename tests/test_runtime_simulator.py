@@ -14,8 +14,11 @@ from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.latency import DEVICES, JAMBA_FLOPS_PER_TOKEN
+from marconi.runtime.policies.infinite import Infinite
+from marconi.runtime.policies.marconi import Marconi
+from marconi.runtime.replay import Replay
 from marconi.runtime.simulator import SimResult, run_policy, simulate
-from test_runtime_helpers import REPO_EXAMPLES, toy_cost, token_workload
+from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost, toy_cost, token_workload
 
 SEQS = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [1, 2, 9], [7, 8]]
 
@@ -91,3 +94,49 @@ def test_separate_pools_bound_each_pool():
     r = run_policy("sglang", w, toy_cost(state=10), CacheConfig(cap))
     # each insert evicts the only state: [4,5,6] pushes [1,2,3] out, no hit for r2
     assert r.token_hit_rate == 0 and r.peak_occupancy == 1.0 and r.evictions == 2
+
+
+def test_replay_pauses_the_cycle_collector_and_restores_it():
+    import gc
+    workload = token_workload([[1, 2, 3]])
+    cost = paper_7b_cost()
+    config = CacheConfig(Capacity.unbounded())
+    seen = []
+
+    class Watching(Infinite):
+        def after_request(self, replay, i):
+            seen.append(gc.isenabled())
+
+    assert gc.isenabled()
+    Replay(workload, cost, Watching(cost, config, workload)).run()
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:                                             # a caller's choice is kept
+        Replay(workload, cost, Watching(cost, config, workload)).run()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_discarded_replay_is_freed_without_the_cycle_collector():
+    """A finished sweep replay is unlinked, so dropping it frees it at once (the tree and
+    the cache ⇄ index links would otherwise wait for a full collection)."""
+    import gc
+    import weakref
+    workload = token_workload([[s % 3, s, 1, 2, 3] for s in range(20)])
+    cost = paper_7b_cost()
+    config = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 12 + 4 * cost.state_bytes()))
+    gc.disable()
+    try:
+        for discard in (False, True):
+            run = Replay(workload, cost, Marconi(cost, config, workload, 1.0, tune=False))
+            run.run()
+            assert run.cache.evictions
+            ref = weakref.ref(run.cache)
+            if discard:
+                run.discard()
+            del run
+            assert (ref() is None) == discard
+    finally:
+        gc.enable()
+        gc.collect()

@@ -96,6 +96,7 @@ class Marconi(Policy):
         window_tokens = sum(r.input_tokens for r in self.workload.requests[f:end])
         scores = sweep(base, self._fixed, self.config.alpha_grid, end,
                        lambda run: sum(run.hits[f:end]) / window_tokens, self.config.jobs)
+        base.discard()
         best = max(scores, key=lambda a: (scores[a], -a))
         return best, scores
 
@@ -143,6 +144,8 @@ class MarconiStatic(Policy):
             results.update(sweep(prefix, fixed, others, None,
                                  lambda run: summarize(cls.name, run, cost, config, {}),
                                  config.jobs))
+            prefix.discard()
+        first.discard()
         best_alpha = max(results, key=lambda a: (results[a].token_hit_rate, -a))
         rates = {a: r.token_hit_rate for a, r in sorted(results.items())}
         params = {"alpha": best_alpha, "recency": config.recency,
