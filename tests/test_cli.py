@@ -124,3 +124,26 @@ def test_a_closed_stdout_pipe_ends_quietly():
     p.stdout.close()                                  # before the CLI writes anything
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141 and err == "", err
+
+
+def test_json_output_is_strict_json(tmp_path, capsys):
+    """A model without KV has an infinite break-even; --format json writes it as null (JSON
+    has no Infinity), and any strict parser reads the document."""
+    spec = tmp_path / "mamba-only.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: mamba-only
+        d_model: 256
+        vocab_size: 1000
+        blocks:
+          M: {kind: mamba2, d_state: 16, head_dim: 32, expand: 2, n_groups: 1, d_conv: 4}
+        pattern: "MM"
+        """))
+    assert main(["inspect", str(spec), "--format", "json"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"non-JSON constant {constant}")
+    import json
+    doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    totals = doc["totals"]
+    assert totals["checkpoint_break_even_tokens"] is None
+    assert totals["kv_bytes_per_token"] == 0 and totals["state_bytes"] > 0

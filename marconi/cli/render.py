@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 
 def emit_json(doc: Any) -> None:
-    """Print one JSON document on stdout."""
-    json.dump(doc, sys.stdout, indent=2, sort_keys=False, default=_default, allow_nan=True)
+    """Print one strict JSON document on stdout: a non-finite number (the break-even of a
+    model without KV is infinite) is written as null, since JSON has no Infinity or NaN."""
+    json.dump(_finite(doc), sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -54,9 +55,19 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _default(o: Any) -> Any:
+def _finite(o: Any) -> Any:
+    """`o` as plain JSON data: objects by their `to_dict()` (or enum `value`), tuples as
+    lists, non-finite floats as None."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
     if hasattr(o, "to_dict"):
-        return o.to_dict()
+        return _finite(o.to_dict())
     if hasattr(o, "value"):
-        return o.value
+        return _finite(o.value)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
