@@ -354,14 +354,15 @@ def _as_ids(input_ids, vocab_size: int) -> list[int]:
 
 
 def _check_sizes(cost: CostModel, layout) -> None:
-    """The CostModel's bytes must be what the pools hold, or accounting would lie."""
+    """The CostModel's bytes must be what the pools hold, or accounting would lie (a cost
+    model of another model is bad input: `UserError`)."""
     if cost.kv_bytes_per_token != layout.kv_bytes_per_token or \
             cost.state_bytes() != layout.state_bytes:
-        raise RuntimeError(
-            f"CostModel of {cost.model} says {cost.kv_bytes_per_token} KV bytes per token and "
-            f"{cost.state_bytes()} state bytes, but the model's cache holds "
+        raise UserError(
+            "cost", f"the CostModel of {cost.model} says {cost.kv_bytes_per_token} KV bytes "
+            f"per token and {cost.state_bytes()} state bytes, but the model's cache holds "
             f"{layout.kv_bytes_per_token} and {layout.state_bytes}; the pools would not "
-            "match the cache's accounting")
+            "match the cache's accounting (expected the cost model of this model)")
 
 
 DEFAULT_CAPACITY = "1GiB"

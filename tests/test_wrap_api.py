@@ -51,7 +51,7 @@ def test_refuses_policies_it_cannot_run(policy, match):
 
 
 def test_cost_model_must_match_the_cache_it_accounts_for():
-    with pytest.raises(RuntimeError, match="pools would not match"):
+    with pytest.raises(UserError, match="^cost: .*pools would not match"):
         wrap(model_for("ref", "qwen3-next-tiny"), cost=cost_for("ref", "nemotron-h-tiny"))
 
 
