@@ -5,8 +5,10 @@
 
 `mooncake`: the Mooncake conversation trace (12,031 requests, 288,500 blocks) under every
 registered policy, Marconi's α tuning and the static-α sweep included, with the paper's
-7B hybrid (examples/models/marconi-7b-hybrid.yaml), at the capacities of the policy table
-(benchmarks/simulator_table.py). Target: under 10 s per policy on one core.
+7B hybrid (examples/models/marconi-7b-hybrid.yaml), by default at 850 / 2,200 / 6,000 GB
+(where the static-α sweep is slowest); the policy table's capacities
+(benchmarks/simulator_table.py) are ``--capacities 3.33e11,1.09e12,7.55e12``. Target:
+under 10 s per policy on one core.
 
 `large`: a synthetic block trace of 50,000 requests and ~12M blocks (512 tokens each),
 built here (`synthetic_trace`), same model, at capacities where the cache holds 2 % and
