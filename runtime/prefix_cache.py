@@ -367,6 +367,25 @@ class PrefixCache:
         assert self.locked_kv == self.locked_state == 0
         assert self.capacity.fits(kv, st), (kv, st, self.capacity)
 
+    # ------------------------------------------------------------------ payload hooks
+    # A subclass that keeps data beside the tree (runtime/tensor_cache.py: pool slots per
+    # node) overrides these four; the tree, its bytes and its eviction order stay this
+    # class's. They do nothing here.
+
+    def on_split(self, upper: Node, lower: Node) -> None:
+        """`lower`'s edge was just cut: the new `upper` (its parent now) holds the first
+        ``upper.tokens − upper.parent.tokens`` tokens of it."""
+
+    def on_merge(self, node: Node, child: Node) -> None:
+        """`node` (no checkpoint, one child) is about to be folded into `child`, which will
+        hold `node`'s tokens before its own."""
+
+    def on_drop_state(self, node: Node) -> None:
+        """`node`'s checkpoint is about to be dropped (its KV stays)."""
+
+    def on_remove(self, node: Node) -> None:
+        """`node` just left the tree with all it held (`alive` is False)."""
+
     # ------------------------------------------------------------------ private helpers
     def _kv(self, node: Node) -> int:
         return self.kpt * (node.tokens - node.parent.tokens)
@@ -410,6 +429,7 @@ class PrefixCache:
         node.key = node.key[j:]
         node.parent = upper
         upper.children[node.key[0]] = node
+        self.on_split(upper, node)
         self.index.update(upper)
         self.index.update(node)
         return upper
@@ -424,6 +444,7 @@ class PrefixCache:
         self.index.update(node)
 
     def _drop_state(self, node: Node) -> None:
+        self.on_drop_state(node)
         node.ckpt = False
         self.state_used -= self.sb
         self.checkpoints_evicted += 1
@@ -439,12 +460,14 @@ class PrefixCache:
         self.checkpoints_evicted += n
         del parent.children[node.key[0]]
         node.alive = False
+        self.on_remove(node)
         self.index.update(node)
         self._tidy(parent)
 
     def _merge(self, node: Node) -> None:
         """Fold a checkpoint-less single-child node into its child (no bytes change)."""
         (child,) = node.children.values()
+        self.on_merge(node, child)
         child.key = node.key + child.key
         child.parent = node.parent
         node.parent.children[node.key[0]] = child
@@ -473,6 +496,7 @@ class PrefixCache:
             self.kv_used -= self._kv(node)
             del parent.children[node.key[0]]
             node.alive = False
+            self.on_remove(node)
             self.index.update(node)
             node = parent
 

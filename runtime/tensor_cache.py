@@ -6,11 +6,11 @@ the simulator is this cache without tensors. This subclass only keeps, beside th
     kv_slots[node]    int64 [edge tokens]   KV pool slots of the node's edge, in order
     state_slot[node]  int                   state pool slot of its checkpoint
 
-and moves them when the tree moves bytes: an edge split hands the first ids' slots to the
-new upper node, a merge concatenates them, a dropped checkpoint frees its state slot, and a
-node that leaves the tree (the cache reports every removal to its eviction index with
-`alive` False) frees everything it held. New nodes and checkpoints get their slots from
-`attach` after an insert, from the working cache of the request that inserted them.
+and moves them when the tree moves bytes, through `PrefixCache`'s payload hooks: an edge
+split hands the first ids' slots to the new upper node, a merge concatenates them, a
+dropped checkpoint frees its state slot, and a node that leaves the tree frees everything
+it held. New nodes and checkpoints get their slots from `attach` after an insert, from the
+working cache of the request that inserted them.
 
 Dense per-stride checkpoints (`stride`) are not supported: they would need a state at every
 grid position inside an edge.
@@ -28,40 +28,14 @@ from marconi.runtime.pools import KVPool, StatePool
 from marconi.runtime.prefix_cache import Node, PrefixCache, TraceClock
 
 
-class _ReleasingIndex:
-    """Wraps a policy's eviction index: passes everything on, and frees the slots of a node
-    as soon as the cache reports it removed."""
-
-    def __init__(self, inner, on_removed: Callable[[Node], None]):
-        self.inner = inner
-        self.on_removed = on_removed
-
-    def bind(self, cache) -> None:
-        self.inner.bind(cache)
-
-    def update(self, node: Node) -> None:
-        if not node.alive:
-            self.on_removed(node)
-        self.inner.update(node)
-
-    def victim(self):
-        return self.inner.victim()
-
-    def release(self) -> None:
-        self.inner.release()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 class TensorPrefixCache(PrefixCache):
     def __init__(self, kv_pool: KVPool, state_pool: StatePool, capacity: Capacity, index,
                  clock: TraceClock | None = None):
         self.kv_pool, self.state_pool = kv_pool, state_pool
         self.kv_slots: dict[Node, Tensor] = {}
         self.state_slot: dict[Node, int] = {}
-        super().__init__(kv_pool.bytes_per_token, state_pool.slot_bytes, capacity,
-                         _ReleasingIndex(index, self._release), clock)
+        super().__init__(kv_pool.bytes_per_token, state_pool.slot_bytes, capacity, index,
+                         clock)
 
     # ------------------------------------------------------------------ public API
     def attach(self, end: Node, kv_rows: Callable[[int, int], list[Tensor]],
@@ -111,26 +85,21 @@ class TensorPrefixCache(PrefixCache):
         assert self.kv_pool.used_bytes == self.kv_used, (self.kv_pool.used_bytes, self.kv_used)
         assert self.state_pool.used_bytes == self.state_used
 
-    # ------------------------------------------------------------------ tree moves
-    def _split(self, node: Node, j: int, tokens: int) -> Node:
-        upper = super()._split(node, j, tokens)
-        slots = self.kv_slots.pop(node, None)
+    # ------------------------------------------------------------------ payload hooks
+    def on_split(self, upper: Node, lower: Node) -> None:
+        slots = self.kv_slots.pop(lower, None)
         if slots is not None:
-            cut = tokens - upper.parent.tokens
-            self.kv_slots[upper], self.kv_slots[node] = slots[:cut], slots[cut:]
-        return upper
+            cut = upper.tokens - upper.parent.tokens
+            self.kv_slots[upper], self.kv_slots[lower] = slots[:cut], slots[cut:]
 
-    def _merge(self, node: Node) -> None:
-        (child,) = node.children.values()
+    def on_merge(self, node: Node, child: Node) -> None:
         assert node not in self.state_slot, "merging a node that still holds a state"
         self.kv_slots[child] = torch.cat([self.kv_slots.pop(node), self.kv_slots[child]])
-        super()._merge(node)
 
-    def _drop_state(self, node: Node) -> None:
+    def on_drop_state(self, node: Node) -> None:
         self.state_pool.free(self.state_slot.pop(node))
-        super()._drop_state(node)
 
-    def _release(self, node: Node) -> None:
+    def on_remove(self, node: Node) -> None:
         slots = self.kv_slots.pop(node, None)
         if slots is not None:
             self.kv_pool.free(slots)
