@@ -42,6 +42,12 @@ class _Heaps:
             _heappush(heap, entry)
         self._held.clear()
 
+    def clear(self) -> None:
+        """Drop every entry (the cache is being discarded)."""
+        for heap in self._heaps():
+            heap.clear()
+        self._held.clear()
+
     def _heaps(self) -> tuple[list, ...]:
         """Every heap (the first one gets an entry per candidate update)."""
         raise NotImplementedError
@@ -320,7 +326,8 @@ class FlopAware(_Heaps):
     def scorer(self, t_lo: float, t_hi: float, e_lo: float, e_hi: float):
         """S as a function of (last_access, eff) for fixed candidate bounds; one expression
         for floats and numpy arrays alike (element-wise, identical rounding). The search in
-        `victim` writes the same expression out inline (a tested equality)."""
+        `victim` writes the same expression out inline; the brute force scores with this
+        one, so the fast-vs-brute-force tests would see any rounding difference."""
         alpha = self.alpha
         now, r_lo, r_inv, r_off, e_lo, e_inv, e_off = self._terms(t_lo, t_hi, e_lo, e_hi)
         if self.recency == "inverse":

@@ -98,6 +98,7 @@ class EvictionIndex(Protocol):
     def update(self, node: Node) -> None: ...          # node created/changed/removed
     def victim(self) -> tuple[Node, str] | None: ...   # next unlocked victim and action
     def release(self) -> None: ...                     # end of an eviction round
+    def clear(self) -> None: ...                       # drop every entry (`discard`)
 
 
 class PrefixCache:
@@ -319,12 +320,13 @@ class PrefixCache:
         return new
 
     def discard(self) -> None:
-        """Unlink every node and the eviction index, so that dropping the cache frees it by
-        reference counting (the tree and the cache ⇄ index links are cycles otherwise).
-        The cache cannot be used afterwards."""
+        """Unlink every node, empty the eviction index and let go of it, so that dropping
+        the cache frees it by reference counting (the tree, the cache ⇄ index and the
+        index ⇄ policy links are cycles otherwise). The cache cannot be used afterwards."""
         for node in list(self.nodes()):
             node.children = {}
             node.parent = None
+        self.index.clear()          # its entries hold nodes; it may be in a cycle itself
         self.index = None
 
     def nodes(self) -> Iterator[Node]:

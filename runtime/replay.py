@@ -100,6 +100,9 @@ class Replay:
         self.cache.discard()
 
 
+_found: list[bool] = []    # the collector's state each enclosing pause found
+
+
 @contextmanager
 def without_cycle_collector():
     """Pause Python's cyclic garbage collector (restored after, even on error; nests).
@@ -112,10 +115,24 @@ def without_cycle_collector():
     one way), so reference counting frees it. Live trees are cyclic (parent ⇄ children):
     a replay that is done with is `discard`ed, or left to the collector once it is back on.
     """
-    was_enabled = gc.isenabled()
+    _found.append(gc.isenabled())
     gc.disable()
     try:
         yield
     finally:
-        if was_enabled:
+        if _found.pop():
             gc.enable()
+
+
+@contextmanager
+def with_cycle_collector():
+    """Inside a replay, collect cycles again for a block of other work (a policy that plans
+    mid-replay builds cyclic planner structures), if the replay's caller had it on."""
+    if not (_found and _found[0]) or gc.isenabled():
+        yield
+        return
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.disable()

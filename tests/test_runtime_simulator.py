@@ -16,7 +16,7 @@ from marconi.runtime.config import CacheConfig
 from marconi.runtime.latency import DEVICES, JAMBA_FLOPS_PER_TOKEN
 from marconi.runtime.policies.infinite import Infinite
 from marconi.runtime.policies.marconi import Marconi
-from marconi.runtime.replay import Replay
+from marconi.runtime.replay import Replay, with_cycle_collector
 from marconi.runtime.simulator import SimResult, run_policy, simulate
 from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost, toy_cost, token_workload
 
@@ -106,14 +106,18 @@ def test_replay_pauses_the_cycle_collector_and_restores_it():
     class Watching(Infinite):
         def after_request(self, replay, i):
             seen.append(gc.isenabled())
+            with with_cycle_collector():             # a policy planning mid-replay
+                seen.append(gc.isenabled())
+            seen.append(gc.isenabled())
 
     assert gc.isenabled()
     Replay(workload, cost, Watching(cost, config, workload)).run()
-    assert seen == [False] and gc.isenabled()
+    assert seen == [False, True, False] and gc.isenabled()
+    seen.clear()
     gc.disable()
     try:                                             # a caller's choice is kept
         Replay(workload, cost, Watching(cost, config, workload)).run()
-        assert not gc.isenabled()
+        assert seen == [False, False, False] and not gc.isenabled()
     finally:
         gc.enable()
 

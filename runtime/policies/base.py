@@ -63,7 +63,9 @@ class Policy:
         policy = cls(cost, config, workload)
         replay = Replay(workload, cost, policy)
         replay.run(progress=progress)
-        return summarize(cls.name, replay, cost, config, policy.describe())
+        result = summarize(cls.name, replay, cost, config, policy.describe())
+        replay.discard()            # freed now, also inside an outer replay (planned's tuner)
+        return result
 
 
 def judicious_admission(seq: Seq, m: Match, chunk: int | None) -> Admission:

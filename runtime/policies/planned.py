@@ -160,14 +160,16 @@ class Planned(Policy):
 
     def _plan_online(self, replay, n: int) -> None:
         from marconi.planner.plan import derive_plan
+        from marconi.runtime.replay import with_cycle_collector
         cap = self.config.capacity.total_bytes
         if cap is None:
             return
         window = Workload(name=f"{self.workload.name}[:{n}]",
                           requests=self.workload.requests[:n],
                           block_size=self.workload.block_size, kind=self.workload.kind)
-        result = derive_plan(window, self.cost, cap, chunk_tokens=self.config.chunk_tokens,
-                             memory_split=False)
+        with with_cycle_collector():                # planning is not a replay loop
+            result = derive_plan(window, self.cost, cap,
+                                 chunk_tokens=self.config.chunk_tokens, memory_split=False)
         self.rules = result.plan
         self.planned_online = n
         self.index.rekey()
@@ -219,6 +221,11 @@ class ClassOffsetLRU:
     def release(self) -> None:
         for entry in self.held:
             heapq.heappush(self.heap, entry)
+        self.held.clear()
+
+    def clear(self) -> None:
+        """Drop every entry (the cache is being discarded)."""
+        self.heap.clear()
         self.held.clear()
 
     def rekey(self) -> None:
