@@ -206,6 +206,9 @@ class FlopAware(_Heaps):
         self._order_key: tuple | None = None        # bucket order valid for these bounds
         self._order: tuple = ()
         self._terms_now: tuple = ()                 # `_terms` of the bounds in _order_key
+        self._rebuilds = 0                          # new bucket edges so far
+        self._edge_key: tuple = ()                  # `_bucket_bounds`' efficiency part
+        self._edge_term = np.zeros(1)               # (and what it was computed for)
         self.alpha = alpha
 
     @property
@@ -296,6 +299,7 @@ class FlopAware(_Heaps):
             heapq.heapify(heap)
         self._edges, self._buckets, self._since_rebuild = edges, buckets, 0
         self._edge_arr = np.array(edges)
+        self._rebuilds += 1
         self._tops = array("d", [math.nan]) * len(edges)
         self._tops_arr = np.frombuffer(self._tops)          # a view (never resized)
         self._refresh_tops(range(len(edges)))
@@ -359,9 +363,8 @@ class FlopAware(_Heaps):
             # consumed since only got a higher true bound, so the stale one stays a bound.
             # Empty buckets have a NaN top, so a NaN bound: sorted last, never visited.
             # Buckets whose top got older since (`_dirty`) are visited first, unsorted.
-            self._terms_now = self._terms(*bounds)
-            edges = np.maximum(self._edge_arr, bounds[2])
-            lower = self.scorer(*bounds)(self._tops_arr, edges) - _SLACK
+            self._terms_now = terms = self._terms(*bounds)
+            lower = self._bucket_bounds(bounds, terms)
             order = np.argsort(lower, kind="stable")
             self._order = (order.tolist(), lower[order].tolist())
             self._order_key = key
@@ -413,6 +416,25 @@ class FlopAware(_Heaps):
             _heappush(heap, entry)
         self._refresh_tops(changed)
         return None if best is None else self._action(best)
+
+    def _bucket_bounds(self, bounds: tuple, terms: tuple) -> np.ndarray:
+        """Every bucket's lowest possible score (its oldest entry at its lowest efficiency),
+        less `_SLACK`. With linear recency: R(top) + (E(edge) + r_off − slack), the second
+        part kept while the efficiency normalisation and the edges stay (a different
+        association than S's, so a few ulps apart: far inside the slack)."""
+        if self.recency == "inverse":
+            edges = np.maximum(self._edge_arr, bounds[2])
+            return self.scorer(*bounds)(self._tops_arr, edges) - _SLACK
+        _, r_lo, r_inv, r_off, e_lo, e_inv, e_off = terms
+        key = (self._rebuilds, e_lo, e_inv, e_off, r_off, self._alpha)
+        if key != self._edge_key:
+            edges = np.maximum(self._edge_arr, e_lo)
+            self._edge_term = self._alpha * ((edges - e_lo) * e_inv + e_off) + (r_off - _SLACK)
+            self._edge_key = key
+        lower = self._tops_arr - r_lo
+        lower *= r_inv
+        lower += self._edge_term
+        return lower
 
     # -------------------------------------------------------------- helpers
     @staticmethod
