@@ -222,34 +222,36 @@ class FlopAware(_Heaps):
         self._alpha = float(value)
         if self._alpha > 0 and not self._scored:
             self._scored = True
-            for entry in [e for e in self._t_min if e[-2] == e[-1].stamp]:
-                self._score_entry(entry)
+            for node in [e[-1] for e in self._t_min if e[-2] == e[-1].stamp]:
+                node.eff = math.nan                 # file it again, with its efficiency
+                self.update(node)
             self._rebuild()
 
     def _heaps(self):
         return (self._t_min, self._t_max, self._e_min, self._e_max, *self._buckets)
 
     def update(self, node: Node) -> None:
-        cand = node.alive and node.ckpt and len(node.children) <= 1
-        if cand and node.cand and node.last_access == node.indexed_at and (
-                not self._scored or self.efficiency(node) == node.eff):
+        was = node.cand
+        if not (node.alive and node.ckpt and len(node.children) <= 1):
+            if was:                                 # no longer a candidate: entries stale
+                node.stamp += 1
+                self._count(node, False, self._t_min)
+            return
+        t = node.last_access
+        scored = self._scored
+        e = self.efficiency(node) if scored else 0.0
+        if was and t == node.indexed_at and e == node.eff:
             return                                  # its live entries still say the truth
         node.stamp += 1
-        if cand != node.cand:
-            self._count(node, cand, self._t_min)
-        if cand:
-            node.indexed_at = node.last_access
-            entry = (node.last_access, node.uid, node.stamp, node)
-            _heappush(self._t_min, entry)
-            if self._scored:
-                self._score_entry(entry)
-            else:
-                node.eff = 0.0                          # unused while α = 0
-
-    def _score_entry(self, entry: tuple) -> None:
-        """File a candidate's entry in the efficiency structures."""
-        t, u, s, node = entry
-        node.eff = e = self.efficiency(node)
+        if not was:
+            self._count(node, True, self._t_min)
+        node.indexed_at, node.eff = t, e
+        u, s = node.uid, node.stamp
+        entry = (t, u, s, node)
+        _heappush(self._t_min, entry)
+        if not scored:                              # α = 0 so far: recency alone
+            return
+        # the efficiency structures: normalisation bounds and the bucket of e
         _heappush(self._t_max, (-t, -u, s, node))
         _heappush(self._e_min, (e, u, s, node))
         _heappush(self._e_max, (-e, -u, s, node))
