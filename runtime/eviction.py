@@ -282,7 +282,7 @@ class FlopAware(_Heaps):
         live = [e for heap in self._buckets for e in heap if e[-2] == e[-1].stamp]
         live.sort(key=lambda e: e[-1].eff)
         for heap in (self._t_min, self._t_max, self._e_min, self._e_max):
-            if len(heap) > 2 * len(live) + 64:              # also drop their stale entries
+            if len(heap) > 4 * len(live) + 4096:            # also drop their stale entries
                 heap[:] = [e for e in heap if e[-2] == e[-1].stamp]
                 heapq.heapify(heap)
         cuts = set()
