@@ -147,3 +147,12 @@ def test_json_output_is_strict_json(tmp_path, capsys):
     totals = doc["totals"]
     assert totals["checkpoint_break_even_tokens"] is None
     assert totals["kv_bytes_per_token"] == 0 and totals["state_bytes"] > 0
+
+
+def test_text_tables_mark_undefined_numbers():
+    """A NaN (a quantity that is not defined for the row, such as the bound's hit rate)
+    shows as a dash, right-aligned with the numbers of its column."""
+    from marconi.cli.render import table
+    out = table(["policy", "hit"], [["a", 0.25], ["bound", float("nan")]]).splitlines()
+    assert out[-1].endswith("—") and "nan" not in out[-1]
+    assert len(out[-1]) == len(out[-2])

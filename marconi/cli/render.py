@@ -45,7 +45,9 @@ def _is_number(v: Any) -> bool:
 
 def _cell(v: Any) -> str:
     if isinstance(v, float):
-        if math.isinf(v) or math.isnan(v):
+        if math.isnan(v):
+            return "—"                      # not defined (e.g. the bound's hit rate)
+        if math.isinf(v):
             return str(v)
         if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
             return f"{v:.3e}"
