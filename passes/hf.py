@@ -172,8 +172,7 @@ class HFRunner:
 
     def _forward(self, n: int, cache=None):
         """Prefill n tokens after `cache` (None: from nothing); returns the updated cache."""
-        # pure SSM models (Mamba, Mamba2) name their cache `cache_params`
-        name = "cache_params" if "cache_params" in self._forward_args else "past_key_values"
+        name = cache_keyword(self._forward_args)
         kwargs = {name: cache} if cache is not None else {}
         out = self.model(input_ids=self._ids(n), use_cache=True, **kwargs)
         return getattr(out, name)
@@ -320,6 +319,18 @@ class HFRunner:
     def unit_flops(self, units: list[Unit], n: int, p: int) -> dict[str, int]:
         rec = self.record(n, p).records
         return {u.path: rec[u.path].flops + sum(rec[e].flops for e in u.extra) for u in units}
+
+
+def cache_keyword(forward_args) -> str:
+    """The keyword (and output attribute) under which a transformers model takes its cache.
+
+    transformers 5.24 renamed both `past_key_values` and the pure SSM models' (Mamba,
+    Mamba2) `cache_params` to `cache`; the old names still work there but warn.
+    """
+    for name in ("cache", "cache_params", "past_key_values"):
+        if name in forward_args:
+            return name
+    return "past_key_values"
 
 
 def _fit(runner: HFRunner, units: list[Unit], where: str) -> dict[str, FlopPoly]:

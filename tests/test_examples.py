@@ -217,7 +217,11 @@ def _hf_cache_shapes(folder: Path):
     transformers = pytest.importorskip("transformers")
     import json
 
+    import inspect
+
     import torch
+
+    from marconi.passes.hf import cache_keyword
     raw = json.loads((folder / "config.json").read_text())
     config = transformers.AutoConfig.for_model(**raw)
     torch.manual_seed(0)
@@ -226,7 +230,8 @@ def _hf_cache_shapes(folder: Path):
     with torch.no_grad():
         cache = model(torch.randint(0, raw["vocab_size"], (1, tokens)), use_cache=True)
     recurrent, kv = [], []
-    for layer in cache.past_key_values.layers:
+    name = cache_keyword(inspect.signature(model.forward).parameters)
+    for layer in getattr(cache, name).layers:
         states = getattr(layer, "recurrent_states", None) or {}
         for i, state in states.items():                 # [1, ...]: one sequence
             conv = layer.conv_states[i]                 # [1, channels, d_conv]

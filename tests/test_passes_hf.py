@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 from marconi.errors import SpecError, UnsupportedModelError  # noqa: E402
 from marconi.layers import LayerKind  # noqa: E402
 from marconi.passes import build_cost_model, hf_kernels  # noqa: E402
-from marconi.passes.hf import HFRunner  # noqa: E402
+from marconi.passes.hf import HFRunner, cache_keyword  # noqa: E402
 from marconi.spec import load_model  # noqa: E402
 from marconi.units import DType  # noqa: E402
 
@@ -86,8 +86,7 @@ def _real_model(folder, dtype):
 
 def _cache_name(model):
     import inspect
-    return "cache_params" if "cache_params" in inspect.signature(model.forward).parameters \
-        else "past_key_values"
+    return cache_keyword(inspect.signature(model.forward).parameters)
 
 
 def _layer_bytes(cache) -> list[int]:

@@ -15,6 +15,7 @@ tokens after a restored state is exact (see `base.py` on Jamba).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from torch import Tensor
 from marconi.errors import UnsupportedModelError
 from marconi.runtime.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
                                                  storage_dtype)
+from marconi.passes.hf import cache_keyword
 from marconi.spec import HFConfig
 
 
@@ -62,6 +64,7 @@ class HFAdapter(ModelAdapter):
         self.hf_family = FAMILIES.get(self.model_type)
         self.continues_prefill = self.hf_family.continues_prefill if self.hf_family else True
         self._layout: CacheLayout | None = None
+        self._forward_args = set(inspect.signature(model.forward).parameters)
 
     @classmethod
     def matches(cls, model) -> bool:
@@ -106,9 +109,10 @@ class HFAdapter(ModelAdapter):
         # every forward from 0 when none are given, even after a cache of past tokens.
         past = cache.get_seq_length()
         positions = torch.arange(past, past + ids.shape[1], device=ids.device).unsqueeze(0)
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
-                         position_ids=positions)
-        return out.logits.float(), out.past_key_values
+        name = cache_keyword(self._forward_args)
+        out = self.model(input_ids=ids, use_cache=True, position_ids=positions,
+                         **{name: cache})
+        return out.logits.float(), getattr(out, name)
 
     # ------------------------------------------------------------------ cache tensors
     def _entries(self, cache):
