@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from marconi.runtime.capacity import Capacity
@@ -45,3 +47,26 @@ def test_prefix_stats_worked_example():
     # tokens: 0 + 8 + 4 + 12 = 24 of 40
     assert s.ideal_token_hit_rate == 24 / 40
     assert s.branch_points == 2
+
+
+
+def test_a_full_blocks_only_copy_of_a_real_trace(traces_dir, tmp_path):
+    """The synthetic trace as an engine that hashes only full blocks writes it (floor(L/512)
+    ids): 512 is still inferred, every line with a partial block has an unhashed tail, and
+    the ideal hit equals a naive set-of-prefixes model over the full blocks alone."""
+    rows = [json.loads(line) for line in
+            (traces_dir / "mooncake_synthetic.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["hash_ids"] = r["hash_ids"][:r["input_length"] // 512]
+    path = tmp_path / "floor.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    w = load_trace(path)
+    assert w.block_size == 512 and w.block_size_inferred
+    assert w.unhashed_tail_lines == sum(r["input_length"] % 512 != 0 for r in rows) > 0
+    seen: set[tuple[int, ...]] = set()
+    hit = 0
+    for r in rows:
+        ids = tuple(r["hash_ids"])
+        hit += 512 * max((k for k in range(len(ids) + 1) if ids[:k] in seen or k == 0))
+        seen.update(ids[:k] for k in range(1, len(ids) + 1))
+    assert prefix_stats(w).ideal_token_hit_rate == hit / w.total_input_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
                                 add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_seconds)
+                                positive_seconds, trace_options)
 
 HELP = "offline optimum: LP upper bound and a rounded feasible schedule"
 DESCRIPTION = (
@@ -37,8 +37,7 @@ def run(args) -> int:
 
     capacity = capacity_from(args)
     source = load_source(args)
-    workload = load_trace(args.trace, block_size=args.block_size,
-                          skip_bad_lines=args.skip_bad_lines)
+    workload = load_trace(args.trace, **trace_options(args))
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
     report = offline_bound(workload, cost, capacity, method=args.method,

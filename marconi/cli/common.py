@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from marconi.errors import UserError
+from marconi.runtime.trace_ids import SPREAD
 from marconi.spec import load_model
 from marconi.units import parse_capacity, parse_dtype
 
@@ -58,13 +60,45 @@ def add_capacity_argument(p: argparse.ArgumentParser, required: bool) -> None:
 
 def add_trace_arguments(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--trace", required=required, default=None, metavar="T",
-                   help="a JSONL trace: Mooncake block-hash lines or token lines "
-                        "(session_id, turn_id, ts, input_tokens, output_tokens)"
+                   help="a JSONL trace: Mooncake block-hash lines (timestamp ms, input_length, "
+                        "output_length, hash_ids), Qwen-Bailian lines (those plus chat_id, "
+                        "parent_chat_id, turn; timestamp s; 16 tokens per id) or token lines "
+                        "(session_id, turn_id, ts, input_tokens, output_tokens); replayed in "
+                        "timestamp order"
                         + ("" if required else "; default: the built-in workload"))
-    p.add_argument("--block-size", type=positive_int, default=None,
-                   help="tokens per hash id of a block-hash trace (default: inferred)")
+    p.add_argument("--block-size", type=positive_int, default=None, metavar="N",
+                   help="tokens per hash id: each line has floor or ceil(input_length / N) ids "
+                        "(default: 16 for Qwen-Bailian, else inferred); with --tokens-per-id "
+                        "spread, the grid the chunks are cut on (default 16)")
+    p.add_argument("--tokens-per-id", type=tokens_per_id, default=None, metavar="N|spread",
+                   help="for ids of chunks whose size is unknown: N reads every id as N tokens "
+                        "whatever the count (ids past input_length dropped, tokens past the ids "
+                        "never hit); 'spread' sizes each new id by spreading the line's "
+                        "remaining tokens evenly over its new ids (docs/simulator.md)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip unparsable trace lines (counted in the report) instead of failing")
+
+
+def tokens_per_id(text: str) -> int | str:
+    """argparse type of --tokens-per-id: an integer ≥ 1 or 'spread'."""
+    if text == SPREAD:
+        return SPREAD
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected an integer ≥ 1 or "
+                                         f"{SPREAD!r}") from None
+
+
+def trace_options(args: argparse.Namespace) -> dict:
+    """`load_trace` keyword arguments from the flags of `add_trace_arguments`."""
+    n = args.tokens_per_id
+    if isinstance(n, int) and args.block_size is not None and args.block_size != n:
+        raise UserError("--tokens-per-id", f"{n} with --block-size {args.block_size}: ids of "
+                        f"{n} tokens are {n}-token blocks; expected one of the two (--block-size"
+                        " sets the grid only with --tokens-per-id spread)")
+    return {"block_size": args.block_size, "tokens_per_id": n,
+            "skip_bad_lines": args.skip_bad_lines}
 
 
 def load_source(args: argparse.Namespace):
@@ -79,3 +113,33 @@ def dtypes_from(args: argparse.Namespace):
 
 def capacity_from(args: argparse.Namespace) -> int | None:
     return parse_capacity(args.capacity) if args.capacity is not None else None
+
+
+def warmup_fraction(text: str) -> float:
+    """argparse type of --warmup: a fraction in [0, 1) (a usage error, exit 2, otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a fraction in "
+                                         "[0, 1)") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1); expected the fraction of "
+                                         "the requests that only warm the cache up (at least "
+                                         "one request must be counted)")
+    return value
+
+
+def add_warmup_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warmup", type=warmup_fraction, default=0.0, metavar="FRACTION",
+                   help="the first FRACTION of the requests fill the cache but are not counted "
+                        "in any figure, the bound's included (cache studies measure the last "
+                        "half: 0.5); default 0")
+
+
+def warmup_note(warmup: dict, total: int) -> str:
+    """The text reports' line stating the counted window ("" without a warm-up)."""
+    n = warmup["requests"]
+    if not n:
+        return ""
+    return (f"Warm-up: the first {n:,} of {total:,} requests ({100 * warmup['fraction']:g} %) "
+            f"filled the cache and are not counted; figures cover the last {total - n:,}.")

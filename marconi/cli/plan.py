@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
                                 add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_int)
+                                positive_int, trace_options)
 
 HELP = "the main job: plan checkpoints, admission and eviction for MODEL (default subcommand)"
 DESCRIPTION = (
@@ -49,8 +49,7 @@ def run(args) -> int:
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
     if args.trace:
-        workload = load_trace(args.trace, block_size=args.block_size,
-                              skip_bad_lines=args.skip_bad_lines)
+        workload = load_trace(args.trace, **trace_options(args))
     else:
         workload = default_workload()
     if capacity is None:

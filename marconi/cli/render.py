@@ -7,6 +7,8 @@ import math
 import sys
 from typing import Any, Sequence
 
+from marconi.runtime.trace_ids import BlockSizeRule
+
 
 def emit_json(doc: Any) -> None:
     """Print one strict JSON document on stdout: a non-finite number (the break-even of a
@@ -34,9 +36,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
 
 
 def skipped_note(workload) -> str:
-    """", N bad lines skipped" for a trace read with --skip-bad-lines, else ""."""
-    n = workload.skipped_lines
-    return f", {n} bad line{'s' if n != 1 else ''} skipped" if n else ""
+    """What a report says of a trace after its request count, each part only when it
+    happened: ", N bad lines skipped" (--skip-bad-lines), lines with an unhashed tail,
+    lines with ids past their input, lines reordered by timestamp, and the id rule when ids
+    were not read as blocks (--tokens-per-id)."""
+    notes = [f"{n:,} {what.format(s='s' if n != 1 else '')}" for n, what in (
+        (workload.skipped_lines, "bad line{s} skipped"),
+        (workload.unhashed_tail_lines, "line{s} with an unhashed tail (never hit)"),
+        (workload.truncated_lines, "line{s} with ids past the input (dropped)"),
+        (workload.reordered_lines, "line{s} reordered by timestamp")) if n]
+    rule = _ID_RULES.get(workload.block_size_rule)
+    if rule:
+        notes.append(rule.format(b=workload.block_size))
+    return "".join(f", {n}" for n in notes)
+
+
+_ID_RULES = {BlockSizeRule.TOKENS_PER_ID: "{b} tokens per id",
+             BlockSizeRule.SPREAD: "ids spread over their line, cut into {b}-token blocks"}
 
 
 def _is_number(v: Any) -> bool:

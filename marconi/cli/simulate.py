@@ -12,7 +12,7 @@ import sys
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
                                 add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_int)
+                                positive_int, trace_options)
 from marconi.cli.render import emit_json, table
 from marconi.units import format_bytes
 
@@ -113,8 +113,7 @@ def load_workload(args):
     elif args.trace.startswith("builtin:"):
         workload = named_workload(args.trace.split(":", 1)[1], args.seed)
     else:
-        workload = load_trace(args.trace, block_size=args.block_size,
-                              skip_bad_lines=args.skip_bad_lines, limit=args.limit)
+        workload = load_trace(args.trace, **trace_options(args), limit=args.limit)
     if args.limit is not None and len(workload.requests) > args.limit:
         import dataclasses
         workload = dataclasses.replace(workload, requests=workload.requests[:args.limit])
