@@ -1,8 +1,12 @@
 """`marconi.wrap(model, …)`: prefix caching on a real PyTorch hybrid model.
 
     cached = marconi.wrap(model, capacity="2GiB")             # or plan="runtime.yaml"
-    out = cached.generate(input_ids, max_new_tokens=32)       # greedy
+    out = cached.generate(input_ids, attention_mask=mask, max_new_tokens=32)
+    # out: what model.generate(...) returns for the same greedy call ([B, W + new] ids)
     cached.stats()                                            # hits, tokens reused, bytes held
+
+`generate` takes transformers' arguments and answers as transformers does
+(runtime/generation.py); it serves the rows of a batch one after another, unpadded.
 
 Per request (`CachedModel._serve`):
 
@@ -18,7 +22,8 @@ Per request (`CachedModel._serve`):
    whose multi-token forward ignores a restored state (`continues_prefill` False, HF
    Jamba) runs one token at a time after a hit, and recomputes from token 0 to reach a
    checkpoint on a miss. What the splits cost is counted in `WrapStats`.
-4. **Generate** greedily on the same working cache.
+4. **Generate** greedily on the same working cache, until the new-token budget or a stop
+   id (`generate`'s EOS ids).
 5. **Admit**: the policy chooses what to cache of input + fed output (every generated
    token but the last has been fed); the cache inserts it (evicting as needed) and the new
    nodes get pool slots filled from the working cache.
@@ -41,6 +46,7 @@ from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.generation import assemble, parse_generation_args, unpad
 from marconi.runtime.model_adapters import ModelAdapter
 from marconi.runtime.pools import KVPool, StatePool
 from marconi.runtime.prefix_cache import TraceClock
@@ -59,9 +65,11 @@ class PrefillOutput:
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerateOutput:
-    tokens: tuple[int, ...]     # generated ids
-    logits: Tensor              # [new tokens, V]: the logits each token was chosen from
+class RequestOutput:
+    """One sequence served through the cache (`CachedModel.serve`)."""
+
+    tokens: tuple[int, ...]     # generated ids (ending at the first stop id, if one came)
+    logits: Tensor              # [len(tokens), V] float32: the logits each was chosen from
     prefill: PrefillOutput
 
 
@@ -152,23 +160,50 @@ class CachedModel:
     # ------------------------------------------------------------------ public API
     def prefill(self, input_ids) -> PrefillOutput:
         """Prefill one sequence (ids [L], [1, L] or a list), reusing and feeding the cache."""
-        return self._serve(_as_ids(input_ids, self.adapter.vocab_size), 0)[0]
+        return self._serve(_as_ids(input_ids, self.adapter.vocab_size), 0)[0].prefill
 
-    def generate(self, input_ids, max_new_tokens: int = 16) -> GenerateOutput:
-        """Greedy generation of `max_new_tokens` after `input_ids`."""
+    def serve(self, input_ids, max_new_tokens: int = 16) -> RequestOutput:
+        """Greedy generation of `max_new_tokens` after one sequence (ids [L], [1, L] or a
+        list), with what the cache did: the prefix restored and the logits computed."""
         if max_new_tokens < 1:
             raise UserError("max_new_tokens", f"{max_new_tokens}; expected ≥ 1")
-        prefill, tokens, logits = self._serve(_as_ids(input_ids, self.adapter.vocab_size),
-                                              max_new_tokens)
-        return GenerateOutput(tuple(tokens), logits, prefill)
+        return self._serve(_as_ids(input_ids, self.adapter.vocab_size), max_new_tokens)[0]
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None,
+                 **kwargs):
+        """transformers' `model.generate(input_ids, attention_mask, max_new_tokens, …)` for
+        greedy search, through the cache (the contract: runtime/generation.py).
+
+        input_ids [B, W] left-padded as transformers pads decoder-only models;
+        attention_mask [B, W] (1: a real token, 0: padding) or None (inferred from
+        pad_token_id, as transformers infers it). Returns int64 [B, W + T]: the input, then
+        T ≤ budget new tokens per row (rows that stopped at an EOS id padded with
+        pad_token_id); with return_dict_in_generate=True a `GenerateOutput` (sequences,
+        scores / logits T × [B, V] when asked). Rows are served one after another, each
+        unpadded, so a later row may hit what an earlier one cached.
+        """
+        if max_new_tokens is not None:
+            kwargs["max_new_tokens"] = max_new_tokens
+        args = parse_generation_args(self.adapter.generation_settings(), kwargs)
+        ids, rows = unpad(input_ids, attention_mask, args)
+        budget = args.new_tokens(ids.shape[1], self.adapter.max_positions)
+        rows = [_as_ids(r, self.adapter.vocab_size) for r in rows]   # all checked, then run
+        tokens, logits, starts, works = [], [], [], []
+        for row in rows:
+            out, work = self._serve(row, budget, args.eos_token_ids)
+            tokens.append(out.tokens)
+            starts.append(out.prefill.start)
+            logits.append(out.logits if args.keeps_scores else None)
+            works.append(work if args.keeps_scores and len(out.tokens) < budget else None)
+        steps = max(len(t) for t in tokens)
+        for b, work in enumerate(works):             # scores of the steps after a row's EOS
+            if work is not None and len(tokens[b]) < steps:
+                logits[b] = self._carry_on(tokens[b], logits[b], steps, args.pad_token_id, work)
+        return assemble(ids, tokens, logits, starts, args)
 
     def prefill_batch(self, batch: Sequence) -> list[PrefillOutput]:
         """`prefill` of each sequence in order; later ones may hit what earlier ones cached."""
         return [self.prefill(ids) for ids in batch]
-
-    def generate_batch(self, batch: Sequence, max_new_tokens: int = 16) -> list[GenerateOutput]:
-        """`generate` of each sequence in order."""
-        return [self.generate(ids, max_new_tokens) for ids in batch]
 
     def stats(self) -> WrapStats:
         n, c = self._n, self.cache
@@ -193,7 +228,9 @@ class CachedModel:
 
     # ------------------------------------------------------------------ one request
     @torch.no_grad()
-    def _serve(self, ids: list[int], max_new: int) -> tuple[PrefillOutput, list[int], Tensor]:
+    def _serve(self, ids: list[int], max_new: int, stop: tuple[int, ...] = ()):
+        """Serve one request; returns its `RequestOutput` and the working cache after the
+        tokens fed (input + every generated token but the last)."""
         L = len(ids)
         if L == 0:
             raise UserError("input_ids", "empty; expected at least one token")
@@ -210,7 +247,7 @@ class CachedModel:
             work = self.adapter.new_cache()
         marks = sorted({c for c in policy.admit(seq_in, m).checkpoints if h < c <= L})
         logits, work, snaps = self._prefill(ids, h, marks, work)
-        tokens, step_logits, work = self._decode(logits[-1], max_new, work)
+        tokens, step_logits, work = self._decode(logits[-1], max_new, work, stop)
         fed = ids + tokens[:-1]
         snaps[len(fed)] = self.adapter.states(work)
         i = len(self.history.workload.requests)
@@ -228,7 +265,7 @@ class CachedModel:
         n.prefill_tokens += L - h
         n.saved_flops += self.cost.saved_flops(h, L - h)
         n.prefill_flops += self.cost.prefill_flops(L, 0)
-        return PrefillOutput(logits, h, L), tokens, step_logits
+        return RequestOutput(tuple(tokens), step_logits, PrefillOutput(logits, h, L)), work
 
     def _restore(self, node):
         """A working cache holding copies of the KV and states that `node`'s path caches."""
@@ -284,22 +321,41 @@ class CachedModel:
         n.split_extra_flops -= cost.prefill_flops(L - h, h)
         return torch.cat(parts), work, snaps
 
-    def _decode(self, last: Tensor, max_new: int, work):
-        """Greedy: token i is argmax of the previous logits; all but the last are fed."""
-        a = self.adapter
+    def _decode(self, last: Tensor, max_new: int, work, stop: tuple[int, ...]):
+        """Greedy: token i is argmax of the previous logits, until `max_new` tokens or a
+        stop id; all but the last are fed."""
         tokens: list[int] = []
         logits: list[Tensor] = []
-        for i in range(max_new):
+        for _ in range(max_new):
             tok = int(last.argmax())
             tokens.append(tok)
             logits.append(last)
-            if i + 1 < max_new:
-                out, work = a.forward(torch.tensor([[tok]], device=a.device), work)
-                last = out[0, -1]
-                self._n.forward_calls += 1
-                self._n.decode_tokens += 1
+            if tok in stop or len(tokens) == max_new:
+                break
+            last, work = self._feed(tok, work)
+            self._n.decode_tokens += 1
         stacked = torch.stack(logits) if logits else last.new_zeros(0, last.shape[-1])
         return tokens, stacked, work
+
+    def _feed(self, tok: int, work) -> tuple[Tensor, object]:
+        """One decode step: the logits [V] after feeding `tok`, and the working cache."""
+        a = self.adapter
+        out, work = a.forward(torch.tensor([[tok]], device=a.device), work)
+        self._n.forward_calls += 1
+        return out[0, -1], work
+
+    @torch.no_grad()
+    def _carry_on(self, tokens: tuple[int, ...], logits: Tensor, steps: int, pad: int,
+                  work) -> Tensor:
+        """Logits [steps, V] of a row that stopped at an EOS id after len(tokens) steps:
+        transformers keeps decoding it until the batch stops, fed its EOS and then pad ids,
+        and reports those steps' scores too. Nothing of this reaches the cache (the
+        forwards count in `forward_calls` only)."""
+        rows = [logits]
+        for tok in (tokens[-1], *[pad] * (steps - len(tokens) - 1)):
+            last, work = self._feed(tok, work)
+            rows.append(last[None])
+        return torch.cat(rows)
 
     def _admit(self, seq: Seq, m, work, snaps: dict[int, list[Tensor]]) -> None:
         """Let the policy choose what of `seq` to cache, insert it, fill the new slots."""
@@ -337,7 +393,8 @@ def _as_ids(input_ids, vocab_size: int) -> list[int]:
         if input_ids.dim() == 2:
             if input_ids.shape[0] != 1:
                 raise UserError("input_ids", f"shape {tuple(input_ids.shape)}; expected one "
-                                "sequence ([L] or [1, L]); use prefill_batch for several")
+                                "sequence ([L] or [1, L]); use prefill_batch or generate for "
+                                "several")
             input_ids = input_ids[0]
         input_ids = input_ids.tolist()
     try:

@@ -13,7 +13,7 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.model_adapters import ReferenceAdapter, adapter_for
 from marconi.runtime.policies import get_policy
-from wrap_helpers import Script, cost_for, full_logits, model_for
+from wrap_helpers import Script, cost_for, full_logits, left_pad, model_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,7 +101,7 @@ def test_every_runnable_policy_is_exact(policy):
     script = Script(seed=11, system=36, turn=(8, 40))   # past vllm-align's 32-token grid
     for _ in range(10):
         ids = script.next()
-        out = cached.generate(ids, max_new_tokens=2)
+        out = cached.serve(ids, max_new_tokens=2)
         ref = full_logits(model, ids + list(out.tokens[:-1]))
         h = out.prefill.start
         assert (out.prefill.logits - ref[h:len(ids)]).abs().max().item() < 1e-4
@@ -155,7 +155,7 @@ def test_bad_input_ids_are_refused_before_the_cache_changes(ids, match):
         c.prefill(prompt + [50])
     before = cached.stats()
     with pytest.raises(UserError, match=match):
-        cached.generate(ids, max_new_tokens=2)
+        cached.serve(ids, max_new_tokens=2)
     assert cached.stats() == before and cached.clock.now == 2.0
     after, expected = cached.prefill(prompt + [60]), twin.prefill(prompt + [60])
     assert after.start == expected.start == 12           # the cache serves on as if untouched
@@ -192,20 +192,42 @@ def test_a_family_that_cannot_continue_runs_token_by_token_and_recomputes():
         - cost.prefill_flops(8, 16))
 
 
-def test_batch_forms_equal_one_call_each():
+def test_generate_of_a_padded_batch_equals_serving_each_row():
+    """`generate` serves the rows of a batch one by one, unpadded: each row's tokens and
+    logits are `serve`'s for that row alone, and the statistics are the same requests'."""
     kind, name = "ref", "falcon-h1-tiny"
     model, cost = model_for(kind, name), cost_for(kind, name)
     rng = random.Random(3)
     shared = [rng.randrange(256) for _ in range(12)]
     batch = [shared + [rng.randrange(256) for _ in range(k)] for k in (3, 5, 4, 6)]
     one, many = wrap(model, cost=cost), wrap(model, cost=cost)
-    singles = [one.generate(ids, max_new_tokens=3) for ids in batch]
-    batched = many.generate_batch(batch, max_new_tokens=3)
-    for a, b in zip(singles, batched):
-        assert a.tokens == b.tokens and torch.equal(a.logits, b.logits)
+    singles = [one.serve(ids, max_new_tokens=3) for ids in batch]
+    ids, mask = left_pad(batch, pad=0)
+    out = many.generate(ids, attention_mask=mask, max_new_tokens=3,
+                        return_dict_in_generate=True, output_logits=True)
+    width = ids.shape[1]
+    assert out.sequences.shape == (4, width + 3) and out.sequences.dtype == torch.int64
+    assert torch.equal(out.sequences[:, :width], ids) and out.scores is None
+    for b, single in enumerate(singles):
+        assert out.sequences[b, width:].tolist() == list(single.tokens)
+        assert torch.equal(torch.stack([step[b] for step in out.logits]), single.logits)
+    assert out.restored_tokens == tuple(s.prefill.start for s in singles)
     assert one.stats() == many.stats()
-    pre = wrap(model, cost=cost).prefill_batch(torch.tensor([batch[0], batch[0]]))
-    assert pre[1].start > 0 or pre[1].start == pre[0].start == 0
+    # the second row sees the shared prefix a second time, which checkpoints the branch
+    # point; the later rows restore it
+    assert out.restored_tokens == (0, 0, len(shared), len(shared)), out.restored_tokens
+
+
+def test_prefill_batch_hits_what_an_earlier_sequence_cached():
+    """A follow-up (an earlier input and more) restores the earlier input's end state; an
+    exact repeat cannot, because the logits of its last position must be computed."""
+    kind, name = "ref", "falcon-h1-tiny"
+    first = list(range(10, 30))
+    cached = wrap(model_for(kind, name), cost=cost_for(kind, name))
+    starts = [p.start for p in cached.prefill_batch([first, first + [7, 8, 9], first])]
+    assert starts == [0, len(first), 0]
+    s = cached.stats()
+    assert (s.hit_requests, s.reused_tokens) == (1, len(first))
 
 
 def test_adapter_layout_bytes_equal_the_cost_model_for_every_reference_family():

@@ -73,7 +73,7 @@ def test_cached_outputs_equal_uncached(kind, name, capacity):
     hits = 0
     for _ in range(9):
         ids = script.next()
-        out = cached.generate(ids, max_new_tokens=3)
+        out = cached.serve(ids, max_new_tokens=3)
         ref = full_logits(model, ids + list(out.tokens[:-1]))
         L, h = len(ids), out.prefill.start
         hits += h > 0

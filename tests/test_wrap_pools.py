@@ -64,7 +64,7 @@ def _run_script(cached, model, seed: int, n: int):
     script = Script(seed=seed)
     for _ in range(n):
         ids = script.next()
-        out = cached.generate(ids, max_new_tokens=2)
+        out = cached.serve(ids, max_new_tokens=2)
         ref = full_logits(model, ids + list(out.tokens[:-1]))
         h = out.prefill.start
         assert torch.isfinite(out.prefill.logits).all() and torch.isfinite(out.logits).all()
@@ -122,11 +122,11 @@ def test_requests_leave_no_tensors_behind():
     script = Script(seed=9)
     for _ in range(4):                                       # warm up caches of torch itself
         ids = script.next()
-        script.record(ids, cached.generate(ids, max_new_tokens=2).tokens)
+        script.record(ids, cached.serve(ids, max_new_tokens=2).tokens)
     before = _tensors() - len(cached.cache.kv_slots)
     for _ in range(8):
         ids = script.next()
-        script.record(ids, cached.generate(ids, max_new_tokens=2).tokens)
+        script.record(ids, cached.serve(ids, max_new_tokens=2).tokens)
     assert _tensors() - len(cached.cache.kv_slots) == before
     assert cached.stats().evictions > 0
 

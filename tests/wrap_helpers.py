@@ -75,6 +75,15 @@ def full_logits(model, ids: list[int]) -> torch.Tensor:
     return logits[0].float()
 
 
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both int64 [B, W]: `rows` left-padded with `pad`, as a
+    transformers tokenizer pads a batch for a decoder-only model."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
 class Script:
     """Seeded request sequences with shared prefixes, branches and multi-turn follow-ups.
 

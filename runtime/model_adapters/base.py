@@ -141,3 +141,15 @@ class ModelAdapter(abc.ABC):
 
     def check_supported(self) -> None:
         """Raise UnsupportedModelError for a model this adapter recognises but cannot serve."""
+
+    def generation_settings(self) -> dict:
+        """The generation settings the model carries (transformers' `generation_config`: the
+        fields it sets), read by `CachedModel.generate` as transformers reads them: a call's
+        arguments override them one by one. Empty for a model that carries none."""
+        return {}
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model's config allows (caps the default new-token
+        budget, as transformers caps it), or None."""
+        return None

@@ -91,6 +91,14 @@ class HFAdapter(ModelAdapter):
         return HFConfig(path=f"<{type(self.model).__name__}>", model_type=self.model_type,
                         config=config.to_dict(), name=str(name))
 
+    def generation_settings(self) -> dict:
+        config = self.model.generation_config
+        return {k: v for k, v in config.to_dict().items() if v is not None}
+
+    @property
+    def max_positions(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def cost_model(self):
         from marconi.passes import build_cost_model
         layout = self.layout()
