@@ -42,6 +42,7 @@ import dataclasses
 import logging
 import time
 
+import highspy
 import numpy as np
 import pulp
 
@@ -161,9 +162,12 @@ def solve(model: IlpModel, time_limit: float | None = 300.0, threads: int = 1) -
     integer-feasible solution, so `sol_status` is what tells a proof from an incumbent.
     """
     t0 = time.perf_counter()
-    solver = pulp.HiGHS(mip=not model.relax, msg=False, timeLimit=time_limit, threads=threads,
-                        gapRel=0.0 if not model.relax else None,
-                        gapAbs=0.0 if not model.relax else None)
+    options: dict = {"threads": threads}
+    if time_limit is not None:
+        options["time_limit"] = float(time_limit)
+    if not model.relax:
+        options.update(mip_rel_gap=0.0, mip_abs_gap=0.0)
+    solver = _QuietHiGHS(mip=not model.relax, options=options)
     try:
         model.prob.solve(solver)
     except pulp.PulpSolverError as e:
@@ -203,6 +207,33 @@ def extract(model: IlpModel, solve_seconds: float) -> OfflineResult:
         raise SolverError(f"ILP on {problem.name}: objective {objective:.6g} disagrees with "
                           f"the re-evaluated schedule {result.saved_flops:.6g}")
     return result
+
+
+class _SilentHighs(highspy.Highs):
+    """A HiGHS model whose log is off from its first line.
+
+    highspy 1.16's `Highs()` installs its callbacks in `__init__`, and installing them logs
+    the "Running HiGHS …" banner to stdout while `output_flag` is still on: pulp's
+    ``msg=False`` turns the option off only afterwards, too late for `--format json`."""
+
+    def enableCallbacks(self):
+        self.setOptionValue("output_flag", False)
+        super().enableCallbacks()
+
+
+class _QuietHiGHS(pulp.HiGHS):
+    """pulp's HiGHS interface on a `_SilentHighs` model, configured by HiGHS option names
+    (``time_limit``, ``mip_rel_gap``, …) with ``output_flag`` off."""
+
+    def __init__(self, mip: bool, options: dict):
+        super().__init__(mip=mip, msg=False)
+        self.highs_options = {"output_flag": False, **options}
+
+    def createAndConfigureSolver(self, lp):
+        lp.solverModel = _SilentHighs()
+        for key, value in self.highs_options.items():
+            if lp.solverModel.setOptionValue(key, value) != highspy.HighsStatus.kOk:
+                raise SolverError(f"HiGHS refused option {key}={value!r}")
 
 
 def solve_ilp(problem: OfflineProblem, relax: bool = False,

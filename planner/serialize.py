@@ -22,8 +22,21 @@ from marconi.passes.cost_model import CostModel
 from marconi.planner.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules, EvictionRules,
                                    MemoryRules, PinnedPrefix, Plan)
 
-_HEADER = ("# runtime.yaml: prefix-caching rules compiled by marconi-plan for one model.\n"
-           "# Apply with the `planned` policy; see docs/planner.md for every field.\n")
+def used_by(path: str, model: str = "MODEL", workload: str = "--trace T",
+            capacity: str = "C") -> tuple[str, ...]:
+    """What reads the runtime.yaml at `path`: named in its header and in the main job's
+    report, so that a reader of either knows what to do with the file."""
+    return (f"marconi-plan simulate {model} {workload + ' ' if workload else ''}"
+            f"--capacity {capacity} --plan {path}",
+            f'marconi.wrap(model, plan="{path}")')
+
+
+def _header(path: Path) -> str:
+    readers = used_by(path.name)
+    return ("# runtime.yaml: prefix-caching rules compiled by marconi-plan for one model.\n"
+            f"# Read by: {readers[0]}\n"
+            + "".join(f"#          {r}\n" for r in readers[1:])
+            + "# The `planned` policy applies it; docs/planner.md describes every field.\n")
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -46,7 +59,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 def write_plan(plan: Plan, path: str | Path) -> None:
     """Write `plan` to `path` atomically (never a half-written file)."""
     path = Path(path)
-    text = _HEADER + yaml.safe_dump(plan_to_dict(plan), sort_keys=False,
+    text = _header(path) + yaml.safe_dump(plan_to_dict(plan), sort_keys=False,
                                     default_flow_style=None, width=100)
     folder = path.parent if str(path.parent) else Path(".")
     try:

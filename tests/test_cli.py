@@ -57,10 +57,14 @@ def test_bad_spec_exit_2_one_line(tmp_path, monkeypatch, capsys, case, command):
     rc = main(command + ["model.yaml", "--format", "json"])
     err = capsys.readouterr()
     assert rc == 2
-    assert err.out == ""
     lines = err.err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], err.err
     assert "Traceback" not in err.err
+    import json
+    doc = json.loads(err.out)                   # --format json: the error as one document
+    assert doc["error"]["kind"] == "input" and doc["error"]["type"] == "SpecError"
+    assert f"marconi-plan: {doc['error']['message']}" == lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.yaml"]          # nothing written
 
 
 def test_missing_model_file(tmp_path, capsys):
@@ -80,6 +84,29 @@ def test_usage_error_is_one_line(capsys):
         main(["inspect", "x.yaml", "--no-such-flag"])
     assert e.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, verbose", [
+    pytest.param(["-v", "inspect", "m.yaml"], 1, id="before-subcommand"),
+    pytest.param(["inspect", "-v", "m.yaml"], 1, id="after-subcommand"),
+    pytest.param(["inspect", "m.yaml", "-vv"], 2, id="at-the-end"),
+    pytest.param(["m.yaml", "--verbose"], 1, id="main-job"),
+    pytest.param(["-v", "m.yaml", "-v"], 2, id="both-sides"),
+    pytest.param(["bound", "m.yaml", "--trace", "t", "--capacity", "1GB"], 0, id="none"),
+])
+def test_verbose_anywhere(argv, verbose):
+    from marconi.cli import parse
+    args = parse(argv)
+    assert args.verbose == verbose and args.model == "m.yaml"
+
+
+def test_verbose_after_the_subcommand_runs(monkeypatch, capsys):
+    """`marconi-plan inspect MODEL -v` is not a usage error."""
+    import marconi.passes
+    from test_runtime_helpers import paper_7b_cost
+    monkeypatch.setattr(marconi.passes, "build_cost_model", lambda *a, **k: paper_7b_cost())
+    assert main(["inspect", "examples/models/marconi-7b-hybrid.yaml", "-v"]) == 0
+    assert "break-even" in capsys.readouterr().out
 
 
 def test_console_script_runs():

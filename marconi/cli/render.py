@@ -12,9 +12,24 @@ from marconi.runtime.trace_ids import BlockSizeRule
 
 def emit_json(doc: Any) -> None:
     """Print one strict JSON document on stdout: a non-finite number (the break-even of a
-    model without KV is infinite) is written as null, since JSON has no Infinity or NaN."""
-    json.dump(_finite(doc), sys.stdout, indent=2, sort_keys=False, allow_nan=False)
-    sys.stdout.write("\n")
+    model without KV is infinite) is written as null, since JSON has no Infinity or NaN.
+    The document is serialised whole before the first byte is written, so a failure
+    leaves stdout empty rather than holding half a document."""
+    text = json.dumps(_finite(doc), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def error_document(kind: str, exit_code: int, error: BaseException, message: str) -> dict:
+    """What `--format json` prints on stdout when a run fails (stderr has the line).
+
+    `kind`: usage (a command line argparse refused), input (a `UserError`), solver,
+    internal or interrupted; `message` is the stderr line without the program name."""
+    doc = {"kind": kind, "type": type(error).__name__, "message": message,
+           "exit_code": exit_code}
+    where = getattr(error, "where", None)
+    if isinstance(where, str) and where:
+        doc["where"] = where
+    return {"error": doc}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> str:
@@ -33,6 +48,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
     out += [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+def ttft_profile(device: str) -> dict:
+    """The latency profile TTFT figures are for, as the JSON report names it."""
+    from marconi.runtime.latency import get_device
+    profile = get_device(device)
+    return {"name": profile.name, "source": profile.source}
+
+
+def ttft_note(device: str) -> str:
+    """The line of a text report that names the TTFT figures' latency profile."""
+    profile = ttft_profile(device)
+    return f"TTFT from latency profile {profile['name']} ({profile['source']})"
 
 
 def skipped_note(workload) -> str:
