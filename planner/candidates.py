@@ -13,7 +13,10 @@ For each option the problem stores
   held in every slot ``prev+1 … r`` (it can only be emitted while a request passes k), and so
   must the KV of the whole path above k;
 - ``saved_flops``: ``cost.saved_flops(h, L_r - h)`` with ``h`` the tokens covered by k for r
-  (common brief: the FLOP-savings definition).
+  (common brief: the FLOP-savings definition), or 0 for a warm-up request: with a warm-up
+  fraction (`CacheConfig.warmup`), the first requests still pass keys and emit what later
+  requests resume from, but their own hits are not counted, and neither is their prefill in
+  ``total_prefill_flops``.
 
 Slots: slot t is the arrival of request t; content emitted by request t is usable from
 slot t+1 on. Memory must fit at every slot.
@@ -23,6 +26,12 @@ docs/planner.md): an interior position p of an edge (a, b] is passed by exactly 
 requests passing b, its KV grows linearly in its depth and its saving is convex in its
 depth whenever `check_convex_savings` holds, so a hit at p is dominated, in the LP, by the
 mix of hits at a and b with the same depth on average.
+
+A state-free model (no recurrent layers) has ``state_bytes`` 0: an option then costs only the
+KV of its path. Keys and, through the argument above, every position between them cover all
+that an earlier sequence passed (the deepest such position, where r's input leaves them all,
+is a branch point, an input end or an output end: a key), which is exactly what a
+state-free model can resume from: any cached KV prefix. Nothing else changes for it.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import numpy as np
 from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.prefix_tree import ROOT, PrefixTree, build_prefix_tree
+from marconi.runtime.config import warmup_requests
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -64,7 +74,8 @@ class OfflineProblem:
     opt_tokens: np.ndarray          # [O] int64
     opt_saved_flops: np.ndarray     # [O] float64
     input_tokens: np.ndarray        # [R] int64
-    total_prefill_flops: float
+    total_prefill_flops: float      # Σ prefill FLOPs of the counted requests
+    warmup_requests: int = 0        # the first requests, whose hits are not counted
 
     @property
     def n_requests(self) -> int:
@@ -86,8 +97,9 @@ class OfflineProblem:
 
 
 def build_problem(workload: Workload, cost: CostModel, capacity_bytes: int,
-                  tree: PrefixTree | None = None) -> OfflineProblem:
-    """Candidates and options of `workload` for `cost` at `capacity_bytes`."""
+                  tree: PrefixTree | None = None, warmup: float = 0.0) -> OfflineProblem:
+    """Candidates and options of `workload` for `cost` at `capacity_bytes`; the first
+    `warmup` fraction of the requests only warm the cache up (their hits count 0)."""
     if not workload.requests:
         raise PlanError(workload.name, "requests: empty workload; expected at least one request")
     tree = tree if tree is not None else build_prefix_tree(workload)
@@ -123,14 +135,16 @@ def build_problem(workload: Workload, cost: CostModel, capacity_bytes: int,
     L = input_tokens[opt_req].astype(np.float64)
     h = opt_tokens.astype(np.float64)
     saved = cost.flops(L, 0.0) - cost.flops(L - h, h) if len(h) else np.zeros(0)
-    total = float(np.sum(cost.flops(input_tokens.astype(np.float64), 0.0)))
+    W = warmup_requests(warmup, R)
+    saved = np.where(opt_req < W, 0.0, saved)
+    total = float(np.sum(cost.flops(input_tokens[W:].astype(np.float64), 0.0)))
     return OfflineProblem(
         name=workload.name, tree=tree, capacity_bytes=int(capacity_bytes),
         state_bytes=int(cost.state_bytes()), seg_kv_bytes=seg, key_tokens=lo,
         opt_ptr=np.asarray(ptr, dtype=np.int64), opt_req=opt_req, opt_key=opt_key,
         opt_prev=np.asarray(opt_prev, dtype=np.int64), opt_tokens=opt_tokens,
         opt_saved_flops=np.asarray(saved, dtype=np.float64), input_tokens=input_tokens,
-        total_prefill_flops=total)
+        total_prefill_flops=total, warmup_requests=W)
 
 
 def check_convex_savings(cost: CostModel) -> bool:

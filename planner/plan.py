@@ -10,7 +10,11 @@
          memory split.
 
 To keep the planner honest, callers fit on one part of a trace and score on another
-(`Workload.split`): `marconi-plan` reports both.
+(`Workload.split`): `marconi-plan` reports both. With a warm-up fraction, the bound, the
+schedule's insights and every tuning replay count only the requests after it.
+
+A plan needs at least two requests (it is fitted on the reuse between them); a workload
+without any reuse gets one all the same: its bound is 0 and no rule can change that.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import logging
 import time
 
+from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import build_problem
 from marconi.planner.derive import OfflineInsights, analyze, initial_plan
@@ -45,18 +50,24 @@ class PlanResult:
 def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
                 chunk_tokens: int | None = None, memory_split: bool = True,
                 bound_method: str = "auto", tune_replays: int | None = None,
-                config: CacheConfig | None = None) -> PlanResult:
-    """A Plan for `workload` at `capacity_bytes`, tuned on `workload` itself."""
+                config: CacheConfig | None = None, warmup: float = 0.0) -> PlanResult:
+    """A Plan for `workload` at `capacity_bytes`, tuned on `workload` itself (on the
+    requests after the first `warmup` fraction, which only warm the cache up)."""
+    n = len(workload.requests)
+    if n < 2:
+        raise PlanError(workload.name, f"requests: the trace has {n} request"
+                        f"{'' if n == 1 else 's'}; expected at least 2 to plan (a plan is "
+                        "fitted on the reuse between requests)")
     t0 = time.perf_counter()
-    problem = build_problem(workload, cost, capacity_bytes)
+    problem = build_problem(workload, cost, capacity_bytes, warmup=warmup)
     bound = offline_bound(workload, cost, capacity_bytes, method=bound_method,
-                          problem=problem)
+                          problem=problem, warmup=warmup)
     insights = analyze(problem, workload, bound.rounded.hits)
     log.info("offline schedule of %s: %s", workload.name, insights.to_dict())
     plan = initial_plan(insights, cost, workload, capacity_bytes, chunk_tokens)
     base = config or CacheConfig(capacity=Capacity.shared(int(capacity_bytes)))
     config = dataclasses.replace(base, capacity=Capacity.shared(int(capacity_bytes)),
-                                 chunk_tokens=chunk_tokens)
+                                 chunk_tokens=chunk_tokens, warmup=warmup)
     space = search_space(plan, insights, memory_split)
     plan, best, trials = coordinate_search(
         plan, space, lambda p: replay_savings(p, workload, cost, config), tune_replays)

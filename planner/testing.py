@@ -2,7 +2,8 @@
 
 `toy_cost` is a two-layer model whose numbers are easy to work out by hand: one causal
 attention layer (KV `kv` bytes per token; n²/2 + n·p score FLOPs) and one recurrent layer
-(`state` bytes per checkpoint; `lin` FLOPs per token).
+(`state` bytes per checkpoint; `lin` FLOPs per token), or with ``state=0`` an MLP in its
+place (`lin` FLOPs per token): a state-free model.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from marconi.runtime.workload import Request, Workload
 
 def toy_cost(kv: int = 100, state: int = 300, attn: float = 1.0, lin: float = 50.0
              ) -> CostModel:
+    second = (LayerCost(1, LayerKind.MAMBA2, "ssm", recurrent_state_bytes=state,
+                        flops=FlopPoly(c_n=lin)) if state else
+              LayerCost(1, LayerKind.MLP, "mlp", flops=FlopPoly(c_n=lin)))
     layers = (
         LayerCost(0, LayerKind.ATTENTION, "attn", kv_bytes_per_token=kv,
                   flops=FlopPoly(c_n=lin, c_nn=attn / 2, c_np=attn)),
-        LayerCost(1, LayerKind.MAMBA2, "ssm", recurrent_state_bytes=state,
-                  flops=FlopPoly(c_n=lin)),
+        second,
     )
     return CostModel(model="toy", dtype="float16", state_dtype="float16", layers=layers)
 

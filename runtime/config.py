@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
@@ -24,6 +25,9 @@ class CacheConfig:
     recency: Marconi's recency term, "linear" (last-access time) or "inverse" (artifact).
     device: latency profile for TTFT (`marconi.runtime.latency.DEVICES`).
     jobs: worker processes for Marconi's α replays (its tuner and the static sweep).
+    warmup: the fraction of a workload's requests, from its start, that fill the cache but
+        are not counted in any metric (cache studies measure the last half: 0.5); in
+        [0, 1), so at least one request is counted. `warmup_requests` makes it a count.
     """
 
     capacity: Capacity
@@ -34,6 +38,7 @@ class CacheConfig:
     recency: str = "linear"
     device: str = "jamba-1.5-mini-4xa100"
     jobs: int = 1
+    warmup: float = 0.0
 
     def __post_init__(self):
         for name in ("chunk_tokens", "block_tokens"):
@@ -45,6 +50,11 @@ class CacheConfig:
             raise UserError("bootstrap_multiplier", f"{self.bootstrap_multiplier}; expected ≥ 1")
         if self.recency not in ("linear", "inverse"):
             raise UserError("recency", f"{self.recency!r}; expected linear or inverse")
+        check_warmup(self.warmup)
+
+    def warmup_requests(self, n: int) -> int:
+        """How many of a workload's `n` requests warm the cache up (`warmup_requests`)."""
+        return warmup_requests(self.warmup, n)
 
     def grid_for(self, block: int, tokens: int | None) -> int | None:
         """A token grid for a workload of `block` tokens per id, checked against it."""
@@ -59,3 +69,18 @@ class CacheConfig:
         """Tokens per vLLM block for a workload of `block` tokens per id."""
         tokens = self.block_tokens or self.chunk_tokens or (block if block > 1 else 32)
         return self.grid_for(block, tokens)
+
+
+def check_warmup(fraction: float, where: str = "warmup") -> float:
+    """`fraction` if it is a warm-up fraction in [0, 1), else a UserError naming `where`."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or \
+            not 0.0 <= fraction < 1.0:
+        raise UserError(where, f"{fraction!r}; expected a fraction of the requests in [0, 1) "
+                        "that warm the cache up uncounted")
+    return float(fraction)
+
+
+def warmup_requests(fraction: float, n: int) -> int:
+    """The first ⌊fraction·n⌋ of `n` requests warm the cache up (at most n − 1, so one is
+    counted; the 1e-9 keeps 0.29·100 = 28.999… from rounding down to 28)."""
+    return min(max(n - 1, 0), math.floor(check_warmup(fraction) * n + 1e-9))

@@ -158,7 +158,8 @@ class FlopAware(_Heaps):
 
         S(n) = norm(recency(n)) + α · norm(flop_efficiency(n))
 
-    over candidates = nodes holding a checkpoint with at most one child. `norm` is min-max
+    over candidates = nodes holding a checkpoint with at most one child (leaves, in a
+    state-free cache, which holds no checkpoints: `PrefixCache.state_free`). `norm` is min-max
     over all candidates (locked ones included); a term whose values are all equal
     normalises to 1 (as the artifact's `_normalize`). Ties: older `last_access`, then older
     node. A leaf victim is `REMOVE`d; a single-child one loses its state and merges into its
@@ -209,7 +210,12 @@ class FlopAware(_Heaps):
         self._rebuilds = 0                          # new bucket edges so far
         self._edge_key: tuple = ()                  # `_bucket_bounds`' efficiency part
         self._edge_term = np.zeros(1)               # (and what it was computed for)
+        self._leaves = False                        # candidates are leaves (state-free)
         self.alpha = alpha
+
+    def bind(self, cache: PrefixCache) -> None:
+        super().bind(cache)
+        self._leaves = cache.state_free
 
     @property
     def alpha(self) -> float:
@@ -232,7 +238,8 @@ class FlopAware(_Heaps):
 
     def update(self, node: Node) -> None:
         was = node.cand
-        if not (node.alive and node.ckpt and len(node.children) <= 1):
+        if not (node.alive and (not node.children if self._leaves else
+                                node.ckpt and len(node.children) <= 1)):
             if was:                                 # no longer a candidate: entries stale
                 node.stamp += 1
                 self._count(node, False, self._t_min)

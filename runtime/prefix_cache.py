@@ -18,6 +18,14 @@ Requests in flight lock their path (`inc_lock`/`dec_lock`); locked nodes are nev
 and an insert that cannot fit even after evicting everything unlocked is refused (nothing
 is inserted), so occupancy never exceeds capacity.
 
+**State-free models** (no recurrent layers, 0 state bytes; `state_free`): a request resumes
+from any cached KV prefix, so the hit is the deepest cached position on its path, a partly
+matched edge included, floored to the engine's `hit_grid` (vLLM hashes full blocks; SGLang
+matches any token; None = any id). Such a cache holds no states at all: checkpoint requests
+are ignored (they would cost nothing and resume nothing the KV does not), and eviction
+never merges or removes a node it did not choose, because every node's KV can still be hit.
+A leaf is what an index evicts (`REMOVE`; dense leaves lose tail blocks, as vLLM frees them).
+
 Time comes from an injected `clock` (`TraceClock`, set from trace timestamps by the
 simulator), never from the wall.
 
@@ -104,13 +112,19 @@ class EvictionIndex(Protocol):
 class PrefixCache:
     def __init__(self, kv_bytes_per_token: int, state_bytes: int, capacity: Capacity,
                  index: EvictionIndex, clock: TraceClock | None = None,
-                 stride: int | None = None, block: int = 1):
+                 stride: int | None = None, block: int = 1, state_free: bool = False,
+                 hit_grid: int | None = None):
         self.kpt = int(kv_bytes_per_token)
         self.sb = int(state_bytes)
+        if state_free and self.sb:
+            raise ValueError(f"a state-free cache with {self.sb} state bytes per checkpoint")
         self.capacity = capacity
         self.clock = clock or TraceClock()
-        self.stride = stride              # dense checkpoints every `stride` ids, or None
+        self.stride = stride              # dense leaves: states and freeing every `stride` ids
         self.block = block                # tokens per id (for trimming dense leaves)
+        self.state_free = state_free      # no recurrent state: any cached KV prefix hits
+        self.hit_grid = hit_grid          # state-free hits floor to these tokens (None: any)
+        self._state_stride = None if state_free else stride   # where dense states sit
         self.id_tokens: dict[int, int] = {}   # ids shorter than `block` (partial blocks)
         self._uids = itertools.count(1)
         self.root = Node((), None, 0, 0, 0, self.clock.now)
@@ -125,7 +139,10 @@ class PrefixCache:
 
     # ------------------------------------------------------------------ public API
     def match(self, seq: Seq, n: int) -> Match:
-        """Walk the first `n` ids of `seq`; the hit is the deepest checkpoint passed."""
+        """Walk the first `n` ids of `seq`; the hit is the deepest checkpoint passed (the
+        deepest cached KV, on the hit grid, when the cache is `state_free`)."""
+        if self.state_free:
+            return self._match_kv(seq, n)
         ids, s = seq.ids, self.stride
         node = hit_node = self.root
         d = hit = 0
@@ -157,9 +174,11 @@ class PrefixCache:
         when the entry cannot fit (nothing is inserted then). `start` (a `match` of the same
         seq on the unchanged tree) lets the walk resume where the match stopped.
         """
-        ids, s, now = seq.ids, self.stride, self.clock.now
+        ids, s, now = seq.ids, self._state_stride, self.clock.now
         if checkpoints and max(checkpoints) > length:
             raise ValueError(f"checkpoint at {max(checkpoints)} past the insert's {length} ids")
+        if self.state_free:
+            checkpoints = ()                                # no state to keep anywhere
         node, d = self.root, 0
         if start is not None and start.node.depth <= length:
             node, d = start.node, start.node.depth
@@ -199,7 +218,7 @@ class PrefixCache:
                 n = self._split(n, c - n.start, seq.tokens(c))
             if not self._has_state(n, c):
                 self._add_ckpt(n)
-        if segments and s and seq.block > 1:
+        if segments and self.stride and seq.block > 1:
             for i, t in seq.short_ids():
                 self.id_tokens[i] = t
         a = x
@@ -298,7 +317,7 @@ class PrefixCache:
     def clone(self, index: EvictionIndex) -> PrefixCache:
         """An independent copy (same uids, times and counters) ordered by `index`."""
         new = PrefixCache(self.kpt, self.sb, self.capacity, index, TraceClock(self.clock.now),
-                          self.stride, self.block)
+                          self.stride, self.block, self.state_free, self.hit_grid)
         for name in ("kv_used", "state_used", "locked_kv", "locked_state", "peak_occupancy",
                      "peak_bytes", "checkpoints_admitted", "checkpoints_evicted",
                      "evictions", "rejected"):
@@ -349,7 +368,8 @@ class PrefixCache:
         """Recount everything and assert the invariants (tests only: O(tree)).
 
         With nothing in flight: no locks; a node with one child holds a checkpoint; a leaf
-        holds one too unless the policy inserts checkpoint-less KV (`kv_only_leaves`).
+        holds one too unless the policy inserts checkpoint-less KV (`kv_only_leaves`). A
+        state-free cache holds no checkpoint at all, and any shape of tree.
         """
         kv = st = 0
         for node in self.nodes():
@@ -359,9 +379,11 @@ class PrefixCache:
             if node is self.root:
                 continue
             assert node.lock_ref == 0 and not node.doomed, node
-            if len(node.children) == 1:
+            if self.state_free:
+                assert not node.ckpt, f"a checkpoint in a state-free cache {node}"
+            elif len(node.children) == 1:
                 assert node.ckpt, f"checkpoint-less single-child node {node}"
-            if not node.children:
+            elif not node.children:
                 assert node.ckpt or kv_only_leaves, f"checkpoint-less leaf {node}"
             kv, st = kv + self._kv(node), st + self._states(node) * self.sb
         assert (kv, st) == (self.kv_used, self.state_used), (kv, st, self.kv_used,
@@ -393,7 +415,7 @@ class PrefixCache:
         return self.kpt * (node.tokens - node.parent.tokens)
 
     def _interior(self, start: int, end: int) -> int:
-        s = self.stride
+        s = self._state_stride
         return (end - 1) // s - start // s if s else 0
 
     def _states(self, node: Node) -> int:
@@ -404,7 +426,8 @@ class PrefixCache:
         if depth == 0:
             return True
         n = self._locate(node, depth)
-        return (depth == n.depth and n.ckpt) or bool(self.stride and depth % self.stride == 0)
+        s = self._state_stride
+        return (depth == n.depth and n.ckpt) or bool(s and depth % s == 0)
 
     @staticmethod
     def _locate(node: Node, depth: int) -> Node:
@@ -412,6 +435,32 @@ class PrefixCache:
         while node.depth - len(node.key) >= depth:
             node = node.parent
         return node
+
+    def _match_kv(self, seq: Seq, n: int) -> Match:
+        """`match` of a state-free cache: the hit is the deepest cached id of the first `n`,
+        a partly matched edge included, floored to `hit_grid` tokens."""
+        ids, node, d = seq.ids, self.root, 0
+        partial = None
+        while d < n:
+            child = node.children.get(ids[d])
+            if child is None:
+                break
+            k = len(child.key)
+            if d + k <= n and ids[d:d + k] == child.key:
+                d += k
+                node = child
+                continue
+            partial = child
+            break
+        depth = d + common_prefix(partial.key, ids, d, n) if partial is not None else d
+        hit = seq.floor_grid(depth, self.hit_grid)
+        if hit == 0:
+            hit_node = self.root
+        elif hit > node.depth:
+            hit_node = partial                              # inside the partly matched edge
+        else:
+            hit_node = self._locate(node, hit)
+        return Match(hit, hit_node, depth, node, partial)
 
     def _note_peak(self) -> None:
         occ = self.capacity.occupancy(self.kv_used, self.state_used)
@@ -425,7 +474,7 @@ class PrefixCache:
         """Cut `node`'s edge after `j` ids; returns the new upper node (no bytes change)."""
         upper = Node(node.key[:j], node.parent, node.start + j, tokens, next(self._uids),
                      self.clock.now)
-        upper.ckpt = bool(self.stride and upper.depth % self.stride == 0)
+        upper.ckpt = bool(self._state_stride and upper.depth % self._state_stride == 0)
         upper.lock_ref = node.lock_ref
         node.parent.children[node.key[0]] = upper
         node.key = node.key[j:]
@@ -480,7 +529,12 @@ class PrefixCache:
         self.index.update(child)
 
     def _tidy(self, node: Node) -> None:
-        """After `node` lost a child or its state: merge or remove it if it became useless."""
+        """After `node` lost a child or its state: merge or remove it if it became useless
+        (in a state-free cache nothing is: a node's KV can be hit wherever the tree ends)."""
+        if self.state_free:
+            if node is not self.root and node.alive:
+                self.index.update(node)
+            return
         while node is not self.root and node.alive:
             self.index.update(node)
             if node.ckpt or len(node.children) >= 2:
@@ -524,7 +578,8 @@ class PrefixCache:
             node.key = key[:depth - start]
             node.depth, node.tokens = depth, tokens
             self.kv_used, self.state_used = kv_used, state_used
-            self.checkpoints_evicted += steps
+            if not self.state_free:
+                self.checkpoints_evicted += steps
         if whole:
             self._remove_leaf(node)
 

@@ -6,6 +6,11 @@ policy decides what to cache; the entry is inserted (evicting as needed, the mat
 locked meanwhile) before the next request is looked up. A request's output is inserted
 with its input (for block traces as fresh ids that no later input can match).
 
+The first ``config.warmup`` of the requests (a fraction, `CacheConfig.warmup_requests`) warm
+the cache up: they are replayed like the others, but the metrics (`simulator.summarize`)
+count from request `warmup` on. The replay notes the cache's counters when that window
+opens, and its peak occupancy restarts there from the warm cache's.
+
 A `Replay` can be forked (the cache cloned) to continue the same history under another
 policy: Marconi's α tuner and the static-α sweep use that.
 """
@@ -34,7 +39,10 @@ class Replay:
         self.cache = cache if cache is not None else PrefixCache(
             cost.kv_bytes_per_token, cost.state_bytes(), policy.capacity(),
             policy.make_index(), TraceClock(), stride=policy.stride(),
-            block=workload.block_size)
+            block=workload.block_size, state_free=cost.state_bytes() == 0,
+            hit_grid=policy.hit_grid())
+        self.warmup = policy.config.warmup_requests(len(workload.requests))
+        self.window_start: tuple[int, ...] | None = None   # `counters()` when counting began
         self.hits = [0] * len(workload.requests)   # hit tokens per request
         self.hit_ids = [0] * len(workload.requests)  # hit ids (blocks) per request
         self.done = 0                              # requests replayed so far
@@ -44,12 +52,29 @@ class Replay:
     def run(self, stop: int | None = None, progress: Progress | None = None,
             every: int = 1000) -> None:
         """Replay requests ``done … stop-1``."""
+        stop = len(self.workload.requests) if stop is None else stop
         with without_cycle_collector():
+            if self.window_start is None and self.warmup < stop:
+                if self.done < self.warmup:
+                    self._run(self.warmup, progress, every)
+                self._open_window()
             self._run(stop, progress, every)
+
+    def counters(self) -> tuple[int, ...]:
+        """The cache's running counts: checkpoints admitted and evicted, evictions, inserts
+        rejected."""
+        c = self.cache
+        return c.checkpoints_admitted, c.checkpoints_evicted, c.evictions, c.rejected
+
+    def _open_window(self) -> None:
+        """Requests from here on are counted: note the counters, restart the peak."""
+        self.window_start = self.counters()
+        if self.warmup:
+            c = self.cache
+            c.peak_occupancy, c.peak_bytes = c.occupancy, c.used_bytes
 
     def _run(self, stop, progress, every) -> None:
         requests = self.workload.requests
-        stop = len(requests) if stop is None else stop
         cache, policy, hits, hit_ids = self.cache, self.policy, self.hits, self.hit_ids
         clock = cache.clock
         fresh = itertools.count(self.next_fresh, -1)
@@ -91,6 +116,7 @@ class Replay:
         other.done = self.done
         other.first_eviction = self.first_eviction
         other.next_fresh = self.next_fresh
+        other.warmup, other.window_start = self.warmup, self.window_start
         return other
 
     def discard(self) -> None:

@@ -1,12 +1,16 @@
 """Simulator: replay one workload under several policies and measure each.
 
-Metrics (the project's shared definitions; h = hit tokens, L = input tokens per request):
+Metrics (the project's shared definitions; h = hit tokens, L = input tokens per request),
+over the *counted* requests: all of them, or those after the first ``config.warmup`` of the
+workload, which only fill the cache (`CacheConfig.warmup`; every figure below, the counts of
+checkpoints, evictions and rejected inserts included, covers the counted window only):
 
-- token hit rate   = Σ h / Σ L over all requests, warm-up included;
+- token hit rate   = Σ h / Σ L;
 - request hit rate = fraction of requests with h > 0;
 - block hit rate   = Σ hit ids / Σ input ids (blocks of a block-hash trace; tokens otherwise);
 - FLOP savings     = Σ cost.saved_flops(h, L − h) / Σ cost.prefill_flops(L, 0);
-- peak occupancy   = the highest bytes in use after any insert / capacity (the fuller pool
+- peak occupancy   = the highest bytes in use after any counted insert (or of the warm
+  cache the window starts from) / capacity (the fuller pool
   when KV and states have separate pools; `infinite` ignores the capacity, so it reports
   what an unbounded cache needed relative to it, and may exceed 1);
 - TTFT P50 / P95   = percentiles over requests of the `latency` model at (L − h, h).
@@ -56,6 +60,7 @@ class SimResult:
     evictions: int
     rejected_inserts: int
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warmup_requests: int = 0        # requests before the counted ones (`requests`)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,25 +74,37 @@ class SimulationReport:
     results: tuple[SimResult, ...]
     workload: dict[str, Any] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warmup: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: warmup_window(0.0, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "trace": self.trace,
                 "capacity_bytes": self.capacity_bytes,
+                "warmup": self.warmup,
                 "results": [r.to_dict() for r in self.results],
                 "workload": self.workload, "config": self.config}
 
 
+def warmup_window(fraction: float, requests: int) -> dict[str, Any]:
+    """The warm-up as reports state it: the fraction asked and the requests it is."""
+    return {"fraction": float(fraction), "requests": int(requests)}
+
+
 def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
               params: dict[str, Any], seconds: float = 0.0) -> SimResult:
-    """Metrics of a finished `Replay` (see the module docstring)."""
-    requests = replay.workload.requests
+    """Metrics of a finished `Replay` over its counted requests (the module docstring)."""
+    w = replay.warmup
+    assert replay.done == len(replay.workload.requests) and replay.window_start is not None
+    requests = replay.workload.requests[w:]
     L = np.fromiter((r.input_tokens for r in requests), dtype=np.float64, count=len(requests))
-    h = np.asarray(replay.hits, dtype=np.float64)
+    h = np.asarray(replay.hits[w:], dtype=np.float64)
     total = cost.prefill_flops(L, 0)
     saved = total - cost.prefill_flops(L - h, h)
     ttft = get_device(config.device).ttft_ms(cost, L - h, h)
     p50, p95 = (np.percentile(ttft, [50, 95]) if len(ttft) else (0.0, 0.0))
     cache = replay.cache
+    admitted, evicted, evictions, rejected = (
+        now - then for now, then in zip(replay.counters(), replay.window_start))
     cap = config.capacity.total_bytes
     peak_occ = cache.peak_occupancy
     if cache.capacity.total_bytes is None:          # unbounded: relative to the budget asked
@@ -96,7 +113,8 @@ def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
         policy=policy,
         token_hit_rate=float(h.sum() / L.sum()) if L.sum() else 0.0,
         request_hit_rate=float((h > 0).mean()) if len(h) else 0.0,
-        block_hit_rate=sum(replay.hit_ids) / max(1, sum(len(r.input_ids) for r in requests)),
+        block_hit_rate=sum(replay.hit_ids[w:]) / max(1, sum(len(r.input_ids)
+                                                            for r in requests)),
         flop_savings=float(saved.sum() / total.sum()) if total.sum() else 0.0,
         peak_occupancy=float(peak_occ),
         ttft_p50_ms=float(p50), ttft_p95_ms=float(p95),
@@ -104,10 +122,9 @@ def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
         hit_tokens=int(h.sum()), input_tokens=int(L.sum()),
         saved_flops=float(saved.sum()), prefill_flops=float(total.sum()),
         peak_bytes=int(cache.peak_bytes),
-        checkpoints_admitted=cache.checkpoints_admitted,
-        checkpoints_evicted=cache.checkpoints_evicted,
-        evictions=cache.evictions, rejected_inserts=cache.rejected,
-        params=dict(params))
+        checkpoints_admitted=admitted, checkpoints_evicted=evicted,
+        evictions=evictions, rejected_inserts=rejected,
+        params=dict(params), warmup_requests=w)
 
 
 def run_policy(name: str, workload: Workload, cost: CostModel, config: CacheConfig,
@@ -140,13 +157,15 @@ def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
         for name in policies:
             cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
             results.append(run_policy(name, workload, cost, config, cb, bound))
+    n = len(workload.requests)
     return SimulationReport(model=cost.model, trace=workload.name,
                             capacity_bytes=config.capacity.total_bytes,
                             results=tuple(results), workload=workload.describe(),
                             config={"chunk_tokens": config.chunk_tokens,
                                     "block_tokens": config.block_tokens,
                                     "device": config.device,
-                                    **config.capacity.describe()})
+                                    **config.capacity.describe()},
+                            warmup=warmup_window(config.warmup, config.warmup_requests(n)))
 
 
 _SHARED: tuple | None = None                      # inherited by forked workers

@@ -202,3 +202,116 @@ def test_clone_is_independent_and_equal():
     assert sorted(path_ids(n) for n in copy.nodes()) == sorted(path_ids(n) for n in cache.nodes())
     copy.insert(tseq([9, 9, 9]), 3, [3])
     assert cache.match(tseq([9, 9, 9]), 3).hit_depth == 0
+
+
+# ------------------------------------------------------------------ state-free caches
+
+def make_state_free(capacity=None, stride=None, hit_grid=None, block=1) -> PrefixCache:
+    cap = Capacity.unbounded() if capacity is None else Capacity.shared(capacity)
+    return PrefixCache(KPT, 0, cap, LeafLRU(), TraceClock(), stride=stride, block=block,
+                       state_free=True, hit_grid=hit_grid)
+
+
+class NaiveKVCache:
+    """State-free model: the set of cached prefixes; a hit is the longest one, floored to
+    the grid; a removed leaf takes exactly its own edge's prefixes (no merge, no cascade)."""
+
+    def __init__(self, grid=None):
+        self.kv: set[tuple] = set()
+        self.grid = grid
+
+    def insert(self, ids):
+        self.kv.update(tuple(ids[:i]) for i in range(1, len(ids) + 1))
+
+    def hit(self, query) -> int:
+        query = tuple(query)
+        h = max((i for i in range(1, len(query) + 1) if query[:i] in self.kv), default=0)
+        return h - h % self.grid if self.grid else h
+
+
+@pytest.mark.parametrize("grid", [None, 2], ids=["any-id", "grid2"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops, queries=st.lists(id_lists, min_size=1, max_size=6))
+def test_state_free_tree_agrees_with_naive_kv_model(grid, ops, queries):
+    """Checkpoints asked for are ignored, every cached prefix hits, evictions remove only
+    the chosen leaf (its parent stays, however many children it has left)."""
+    cache, naive = make_state_free(hit_grid=grid), NaiveKVCache(grid)
+    for op, ids, cks, pick in ops:
+        if op == "insert":
+            cps = sorted({c for c in cks if c <= len(ids)} | {len(ids)})
+            assert cache.insert(tseq(ids), len(ids), cps) is not None
+            naive.insert(ids)
+        elif op == "evict":
+            leaves = [n for n in cache.nodes() if n is not cache.root and not n.children]
+            if leaves:
+                victim = leaves[pick % len(leaves)]
+                path, start, depth = path_ids(victim), victim.start, victim.depth
+                cache.evict_node(victim, REMOVE)
+                naive.kv -= {path[:i] for i in range(start + 1, depth + 1)}
+        cache.check()
+        assert (cache.kv_used, cache.state_used) == (KPT * len(naive.kv), 0)
+        assert cache.checkpoints_admitted == 0
+    for q in map(tuple, queries):
+        m = cache.match(tseq(q), len(q))
+        assert m.hit_depth == naive.hit(q), (q, sorted(naive.kv))
+        if m.hit_depth:                       # the hit node's edge holds the hit position
+            assert m.hit_node.start < m.hit_depth <= m.hit_node.depth
+
+
+def test_state_free_partial_edge_match_hits_inside_the_edge():
+    """The hybrid cache's bug-3 example: with no recurrent state, [1,2] is cached KV and
+    the query resumes from it, inside the [1..5] edge."""
+    cache = make_state_free()
+    cache.insert(tseq([1, 2, 3, 4, 5]), 5, [5])
+    cache.insert(tseq([1, 2, 3, 4, 5, 6, 7]), 7, [7])
+    m = cache.match(tseq([1, 2, 6, 7, 9]), 5)
+    assert (m.hit_depth, m.depth) == (2, 2) and m.hit_node is m.partial
+    assert m.hit_node.key == (1, 2, 3, 4, 5)
+    assert cache.match(tseq([1, 2, 3, 4, 5, 6, 9]), 7).hit_depth == 6
+
+
+def test_state_free_hit_grid_drops_a_partial_block():
+    """Block trace (4 tokens per id), input of 10 tokens: ids end at 4, 8, 10 tokens. Any-id
+    granularity hits all three ids; vLLM's full blocks (grid 4 tokens) only the first two."""
+    seq = Seq((7, 8, 9), 3, 10, 10, 4)
+    for grid, hit in [(None, 3), (4, 2), (8, 2)]:
+        cache = make_state_free(hit_grid=grid, block=4)
+        cache.insert(seq, 3)
+        m = cache.match(seq, 3)
+        assert m.hit_depth == hit, grid
+        assert seq.tokens(m.hit_depth) == {3: 10, 2: 8}[hit]
+
+
+def test_state_free_eviction_keeps_the_parent_hybrid_merges_it():
+    """[1,2,3] and [1,2,4] share the node [1,2]. Evicting leaf [3] then leaf [4]: a
+    state-free cache keeps [1,2] (its KV still hits), a hybrid one merges the state-less
+    [1,2] into [4] and then removes it with it."""
+    for state_free, kept in [(True, 2), (False, 0)]:
+        cache = make_state_free() if state_free else make_cache()
+        cache.insert(tseq([1, 2, 3]), 3, [3])
+        cache.insert(tseq([1, 2, 4]), 3, [3])
+        for last in (3, 4):
+            leaf = next(n for n in cache.nodes() if n.key and n.key[-1] == last)
+            cache.evict_node(leaf, REMOVE)
+            cache.check()
+        assert cache.kv_used == KPT * kept, state_free
+        assert cache.match(tseq([1, 2, 5]), 3).hit_depth == (2 if state_free else 0)
+
+
+def test_state_free_dense_leaves_are_trimmed_without_states():
+    """vLLM's per-block freeing (stride 2) is kept without states: 8 tokens = 24 B, capacity
+    27 B; a 2-token entry (6 B) frees one 2-token tail block of the older leaf."""
+    cache = make_state_free(capacity=27, stride=2, hit_grid=2)
+    cache.clock.now = 1.0
+    cache.insert(tseq(range(8)), 8, [8])
+    cache.clock.now = 2.0
+    cache.insert(tseq([50, 51]), 2, [2])
+    assert cache.used_bytes == 24 and cache.state_used == 0
+    assert cache.match(tseq(range(8)), 8).hit_depth == 6
+    assert (cache.checkpoints_admitted, cache.checkpoints_evicted) == (0, 0)
+    cache.check()
+
+
+def test_a_state_free_cache_refuses_state_bytes():
+    with pytest.raises(ValueError, match="state-free"):
+        PrefixCache(KPT, SB, Capacity.unbounded(), LeafLRU(), state_free=True)

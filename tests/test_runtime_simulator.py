@@ -144,3 +144,104 @@ def test_discarded_replay_is_freed_without_the_cycle_collector():
     finally:
         gc.enable()
         gc.collect()
+
+
+# ------------------------------------------------------------------ warm-up window
+
+def test_warmup_counts_only_the_last_requests():
+    """SEQS with outputs as above, warm-up 0.5: requests 0-1 fill the cache, 2-3 count.
+    infinite's hits are (0, 5, 2, 0); the window keeps (2, 0) of inputs (3, 2)."""
+    cost = toy_cost(kv_per_token=1, state=5, flops_per_token=2.0, attention_np=0.5)
+    w = token_workload(SEQS, outputs=[[5], [], [], []])
+    r = run_policy("infinite", w, cost, CacheConfig(Capacity.shared(1000), warmup=0.5))
+    h, L = np.array([2, 0.0]), np.array([3, 2.0])
+    F = lambda n, p: 2 * n + 0.5 * n * p           # noqa: E731
+    assert (r.hit_tokens, r.input_tokens, r.requests, r.warmup_requests) == (2, 5, 2, 2)
+    assert r.token_hit_rate == pytest.approx(0.4) and r.request_hit_rate == 0.5
+    assert r.block_hit_rate == pytest.approx(0.4)
+    assert r.flop_savings == pytest.approx((F(L, 0) - F(L - h, h)).sum() / F(L, 0).sum())
+    ttft = DEVICES["jamba-1.5-mini-4xa100"].overhead_ms + F(L - h, h) / \
+        DEVICES["jamba-1.5-mini-4xa100"].flops_per_ms
+    assert (r.ttft_p50_ms, r.ttft_p95_ms) == pytest.approx(tuple(np.percentile(ttft, [50, 95])))
+
+
+def _chat(n: int = 40, sessions: int = 4):
+    """Four chat sessions taking turns: each input is its session's history + 2 tokens,
+    each output 1 token. With 60 B, evictions and rejected inserts happen on both sides of
+    the warm-up boundary."""
+    history = {k: [100 + k] for k in range(sessions)}
+    inputs, outputs = [], []
+    for s in range(n):
+        k = (s * 7) % sessions if s % 5 else s % sessions
+        inputs.append(history[k] + [s % 3, 50 + s])
+        outputs.append([60 + s])
+        history[k] = inputs[-1] + outputs[-1]
+    return token_workload(inputs, outputs=outputs)
+
+
+@pytest.mark.parametrize("policy", ["sglang", "vllm-align", "marconi", "planned"])
+def test_warmup_window_counts_cache_events_and_peak_after_the_boundary(policy):
+    from marconi.runtime.policies import get_policy
+    from marconi.runtime.simulator import summarize
+    w, cost = _chat(), toy_cost(kv_per_token=2, state=6)
+    config = CacheConfig(Capacity.shared(60), block_tokens=2, warmup=0.25,
+                         bootstrap_multiplier=1)
+    cls = get_policy(policy)
+    plain = Replay(w, cost, cls(cost, dataclasses.replace(config, warmup=0.0), w))
+    used, counters = [], []
+    for i in range(len(w.requests)):
+        plain.run(stop=i + 1)
+        used.append(plain.cache.used_bytes)
+        counters.append(plain.counters())
+    whole = summarize(policy, plain, cost, config, {})
+    run = Replay(w, cost, cls(cost, config, w))
+    run.run()
+    r = summarize(policy, run, cost, config, {})
+    W = 10
+    assert run.warmup == r.warmup_requests == W and r.requests == 30
+    assert run.hits == plain.hits                    # the warm-up changes no decision
+    assert r.hit_tokens == sum(plain.hits[W:]) > 0
+    assert (r.checkpoints_admitted, r.checkpoints_evicted, r.evictions,
+            r.rejected_inserts) == tuple(a - b for a, b in zip(counters[-1], counters[W - 1]))
+    assert r.evictions > 0 and whole.evictions > r.evictions
+    assert r.peak_bytes == max(used[W - 1:]) <= whole.peak_bytes
+
+
+def test_warmup_zero_changes_nothing():
+    w, cost = _chat(), toy_cost(kv_per_token=2, state=6)
+    base = CacheConfig(Capacity.shared(60), bootstrap_multiplier=1)
+    for policy in ("sglang", "marconi", "marconi-static", "vllm-all"):
+        a = run_policy(policy, w, cost, base)
+        b = run_policy(policy, w, cost, dataclasses.replace(base, warmup=0.0))
+        assert dataclasses.replace(a, seconds=0) == dataclasses.replace(b, seconds=0)
+
+
+def test_static_alpha_is_chosen_on_the_counted_window():
+    """marconi-static's sweep forks a shared history: with a warm-up its winner is the α
+    whose counted token hit rate is highest, as separate replays of each α find."""
+    from marconi.runtime.simulator import summarize
+    w, cost = _chat(60), toy_cost(kv_per_token=2, state=6, attention_np=0.5)
+    config = CacheConfig(Capacity.shared(60), warmup=0.5, alpha_grid=(0.0, 0.5, 1.0, 2.0))
+    static = run_policy("marconi-static", w, cost, config)
+    rates = {}
+    for a in config.alpha_grid:
+        run = Replay(w, cost, Marconi(cost, config, w, alpha=a, tune=False))
+        run.run()
+        rates[a] = summarize("m", run, cost, config, {}).token_hit_rate
+    assert static.params["token_hit_rate_by_alpha"] == {str(a): round(v, 6)
+                                                        for a, v in rates.items()}
+    assert static.token_hit_rate == max(rates.values())
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, True, "0.5"])
+def test_warmup_outside_zero_one_is_refused(bad):
+    with pytest.raises(UserError, match=r"warmup: .*expected a fraction of the requests in "
+                                        r"\[0, 1\)"):
+        CacheConfig(Capacity.shared(100), warmup=bad)
+
+
+def test_report_states_the_window():
+    report = simulate(token_workload(SEQS), toy_cost(), CacheConfig(Capacity.shared(100),
+                                                                    warmup=0.5), ["sglang"])
+    assert report.to_dict()["warmup"] == {"fraction": 0.5, "requests": 2}
+    assert report.results[0].requests == 2

@@ -28,6 +28,9 @@ The hooks, all optional except `make_index` and `admit` (see `Policy` for defaul
   `CacheConfig`, `Workload`).
 - ``capacity()``: the `Capacity` to enforce (default: ``config.capacity``).
 - ``stride()``: ids between dense checkpoints (per-block baselines), or None.
+- ``hit_grid()``: for a state-free model (no recurrent layers), the tokens its hits on
+  cached KV are floored to (vLLM: whole blocks), or None for any id (SGLang: any token).
+  Such a model keeps no states: `admit`'s checkpoints are ignored, its `length` counts.
 - ``make_index()``: the eviction index (`LeafLRU`, `StateAndLeafLRU`, `FlopAware`, …).
 - ``admit(seq, match) -> Admission``: after the request's input was matched (`match`, a
   `prefix_cache.Match`), cache ``seq.ids[:length]`` with states at the depths in

@@ -34,12 +34,19 @@ class Policy:
         self.cost = cost
         self.config = config
         self.workload = workload
-        self.chunk = config.grid_for(workload.block_size, config.chunk_tokens)
+        grid = config.grid_for(workload.block_size, config.chunk_tokens)
+        # the engine grid says where states can be taken; a state-free model takes none
+        self.chunk = grid if cost.state_bytes() else None
 
     def capacity(self) -> Capacity:
         return self.config.capacity
 
     def stride(self) -> int | None:
+        return None
+
+    def hit_grid(self) -> int | None:
+        """Tokens a state-free model's hits are floored to (the engine's KV matching unit);
+        None = any id (a token, or a block of a block trace)."""
         return None
 
     def make_index(self):

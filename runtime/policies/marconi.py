@@ -44,8 +44,9 @@ class Marconi(Policy):
     Admission: `judicious_admission` (branch point by speculative insertion + last decoded
     token). Eviction: `FlopAware` over checkpointed nodes with ≤ 1 child, S = norm(recency)
     + α·norm(flop_efficiency); a leaf victim is removed, a single-child victim loses its
-    state and merges into its child. Recency: a hit refreshes only the consumed node; new
-    and split nodes start at the current time.
+    state and merges into its child (a state-free model has no states: candidates are the
+    leaves, and a hit is any cached KV). Recency: a hit refreshes only the consumed node;
+    new and split nodes start at the current time.
 
     α tuning (paper §4.2): α = 0 (LRU) until the first eviction, during request f
     (N0 = f + 1 requests seen). After W = bootstrap_multiplier·N0 requests, the bootstrap

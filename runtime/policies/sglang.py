@@ -16,7 +16,7 @@ class SGLangPlus(Policy):
     removing a leaf frees its KV and its state, so a past turn's state on a single-child
     node stays until everything below it is gone. Recency: every node on the matched and
     inserted path (including a partially matched edge) is refreshed. Without the artifact's
-    partial-edge false hits (its bug 3).
+    partial-edge false hits (its bug 3). A state-free model hits any cached token.
     """
 
     refresh = "path"

@@ -17,6 +17,7 @@ class VLLMAll(Policy):
     partial-block node). Eviction: LRU over leaves, a leaf's blocks freed tail first, one
     block (KV + its state) at a time. Recency: every node on the matched and inserted path.
     KV is shared at id granularity (a radix tree), not duplicated per partial block.
+    A state-free model hits whole blocks of cached KV (vLLM hashes full blocks only).
     """
 
     refresh = "path"
@@ -27,6 +28,9 @@ class VLLMAll(Policy):
 
     def stride(self):
         return self.block_ids
+
+    def hit_grid(self):
+        return self.block_ids * self.workload.block_size
 
     def make_index(self):
         return LeafLRU()
@@ -56,7 +60,8 @@ class VLLMAlign(Policy):
     Eviction: vLLM's single LRU queue over KV and state blocks, as two LRU lists (leaves by
     path recency; states by the time they were created or consumed; the older goes first).
     A hit touches the whole KV path but only the consumed state. Decode-time states and
-    the per-scheduler-step checkpoints of long chunked prefills are not modelled.
+    the per-scheduler-step checkpoints of long chunked prefills are not modelled. A
+    state-free model hits whole blocks of cached KV (vLLM hashes full blocks only).
     """
 
     refresh = "path"
@@ -68,6 +73,9 @@ class VLLMAlign(Policy):
 
     def make_index(self):
         return StateAndLeafLRU()
+
+    def hit_grid(self):
+        return self.block
 
     def admit(self, seq, m):
         B, hit = self.block, m.hit_depth
