@@ -7,7 +7,13 @@
         the second half, and the second half's bound;
       - optionally, hit rate and FLOP savings against capacity for every policy (`sweep`).
 
-Returns plain data (`PlanJob`); the CLI renders it and writes runtime.yaml.
+With a warm-up fraction (`warmup`), each workload scored (the whole one, the held-out half)
+starts with its own warm-up: its first `warmup` fraction of requests fill the cache and are
+not counted, in any policy's figures or in the bound; plans are fitted on the same window.
+
+Returns plain data (`PlanJob`); the CLI renders it and writes runtime.yaml. A `progress`
+callback hears ``(stage, done, total)`` as the job goes: each replay's requests, and
+``total`` 0 for a step that reports no count (planning, the bound).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.offline import BoundReport, offline_bound
@@ -26,6 +33,8 @@ from marconi.runtime.simulator import SimResult, simulate
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]       # (stage, done, total); total 0: no count
 
 BASELINES = ("vllm-all", "vllm-align", "sglang", "marconi", "marconi-static", "infinite")
 
@@ -38,6 +47,7 @@ class Evaluation:
     requests: int
     results: tuple[SimResult, ...]      # baselines, then "planned"
     bound: BoundReport
+    warmup_requests: int = 0            # of `requests`, the first ones, not counted
 
     def share_of_bound(self, result: SimResult) -> float:
         b = self.bound.upper.flop_savings
@@ -54,46 +64,72 @@ class PlanJob:
     held_out: Evaluation | None         # scored on the second half
     sweep: tuple[tuple[int, tuple[SimResult, ...], float], ...] = ()
     seconds: float = 0.0
+    warmup: float = 0.0                 # fraction of each scored workload not counted
 
 
 def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_bytes: int,
              jobs: int = 1, baselines: Sequence[str] = BASELINES,
-             bound: BoundReport | None = None) -> Evaluation:
+             bound: BoundReport | None = None,
+             progress: Progress | None = None, warmup: float = 0.0) -> Evaluation:
     """Every baseline and `plan` replayed on `workload`, with the offline bound (`bound`
-    when the caller already has it for this workload and capacity)."""
+    when the caller already has it for this workload, capacity and warm-up)."""
     from marconi.runtime.policies.planned import Planned
     config = CacheConfig(capacity=Capacity.shared(int(capacity_bytes)),
-                         chunk_tokens=plan.plan.chunk_tokens)
-    report = simulate(workload, cost, config, list(baselines), jobs=jobs)
+                         chunk_tokens=plan.plan.chunk_tokens, warmup=warmup)
+    name = workload.name
+    _report(progress, f"{name}: replaying {len(baselines)} baselines")
+    per_policy = None if progress is None else \
+        (lambda policy, done, total: progress(f"{name}: {policy}", done, total))
+    report = simulate(workload, cost, config, list(baselines), jobs=jobs, progress=per_policy)
     t0 = time.perf_counter()
-    planned = Planned.with_plan(plan.plan).run(workload, cost, config)
+    planned = Planned.with_plan(plan.plan).run(
+        workload, cost, config, None if per_policy is None else partial(per_policy, "planned"))
     planned = dataclasses.replace(planned, seconds=time.perf_counter() - t0)
-    bound = bound or offline_bound(workload, cost, capacity_bytes)
+    if bound is None:
+        _report(progress, f"{name}: offline bound")
+        bound = offline_bound(workload, cost, capacity_bytes, warmup=warmup)
     return Evaluation(workload=workload.name, requests=len(workload.requests),
-                      results=report.results + (planned,), bound=bound)
+                      results=report.results + (planned,), bound=bound,
+                      warmup_requests=config.warmup_requests(len(workload.requests)))
 
 
 def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
                  capacity_source: str = "given", chunk_tokens: int | None = None,
                  held_out: bool = True, sweep_factors: Sequence[float] = (),
-                 jobs: int = 1) -> PlanJob:
+                 jobs: int = 1, progress: Progress | None = None,
+                 warmup: float = 0.0) -> PlanJob:
     t0 = time.perf_counter()
-    plan = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens)
+    _report(progress, f"planning on {workload.name}")
+    plan = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens,
+                       warmup=warmup)
     # derive_plan solved this workload's bound at this capacity already: reuse it
-    whole = evaluate(plan, workload, cost, capacity_bytes, jobs, bound=plan.bound)
+    whole = evaluate(plan, workload, cost, capacity_bytes, jobs, bound=plan.bound,
+                     progress=progress, warmup=warmup)
     fitted_half = evaluation_half = None
     if held_out and len(workload.requests) >= 4:
         first, second = workload.split()
-        fitted_half = derive_plan(first, cost, capacity_bytes, chunk_tokens=chunk_tokens)
-        evaluation_half = evaluate(fitted_half, second, cost, capacity_bytes, jobs)
+        _report(progress, f"planning on {first.name}")
+        fitted_half = derive_plan(first, cost, capacity_bytes, chunk_tokens=chunk_tokens,
+                                  warmup=warmup)
+        evaluation_half = evaluate(fitted_half, second, cost, capacity_bytes, jobs,
+                                   progress=progress, warmup=warmup)
     points = []
     for f in sweep_factors:
         cap = max(1, int(capacity_bytes * f))
+        if f != 1:
+            _report(progress, f"planning at {f:g}× the capacity")
         p = plan if f == 1 else derive_plan(workload, cost, cap, chunk_tokens=chunk_tokens,
-                                            tune_replays=12)
-        ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs, bound=p.bound)
+                                            tune_replays=12, warmup=warmup)
+        ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs, bound=p.bound,
+                                           progress=progress, warmup=warmup)
         points.append((cap, ev.results, ev.bound.upper.flop_savings))
     return PlanJob(capacity_bytes=int(capacity_bytes), capacity_source=capacity_source,
                    plan=plan, whole=whole, held_out_plan=fitted_half,
                    held_out=evaluation_half, sweep=tuple(points),
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, warmup=warmup)
+
+
+def _report(progress: Progress | None, stage: str) -> None:
+    """A step without a count (planning, a bound, parallel replays) begins."""
+    if progress is not None:
+        progress(stage, 0, 0)

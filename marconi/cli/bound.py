@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_seconds, trace_options)
+                                add_trace_arguments, add_warmup_argument, capacity_from,
+                                dtypes_from, load_source, positive_seconds, trace_options,
+                                warmup_note)
 
 HELP = "offline optimum: LP upper bound and a rounded feasible schedule"
 DESCRIPTION = (
@@ -18,6 +19,7 @@ def add_arguments(p):
     add_model_argument(p)
     add_trace_arguments(p, required=True)
     add_capacity_argument(p, required=True)
+    add_warmup_argument(p)
     p.add_argument("--method", choices=("auto", "lp", "lagrangian", "knapsack"),
                    default="auto",
                    help="bound to compute: lp (exact LP relaxation, small traces), lagrangian "
@@ -29,6 +31,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import contextlib
+
+    from marconi.cli.progress import progress_for
     from marconi.cli.render import emit_json, skipped_note, table
     from marconi.passes import build_cost_model
     from marconi.planner.offline import offline_bound
@@ -40,8 +45,12 @@ def run(args) -> int:
     workload = load_trace(args.trace, **trace_options(args))
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
-    report = offline_bound(workload, cost, capacity, method=args.method,
-                           time_limit=args.time_limit)
+    progress = progress_for(args)
+    with progress or contextlib.nullcontext():
+        if progress is not None:
+            progress(f"offline bound ({args.method})", 0, 0)     # one solve: elapsed time
+        report = offline_bound(workload, cost, capacity, method=args.method,
+                               time_limit=args.time_limit, warmup=args.warmup)
     if args.format == "json":
         emit_json(report.to_dict())
         return 0
@@ -52,4 +61,7 @@ def run(args) -> int:
                 title=f"{cost.model} on {workload.name} ({len(workload.requests)} requests"
                       f"{skipped_note(workload)}), "
                       f"capacity {format_bytes(capacity)}"))
+    note = warmup_note(report.to_dict()["warmup"], len(workload.requests))
+    if note:
+        print(note)
     return 0

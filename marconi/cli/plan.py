@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_int, trace_options)
+                                add_trace_arguments, add_warmup_argument, capacity_from,
+                                dtypes_from, load_source, positive_int, trace_options,
+                                warmup_note)
 
 HELP = "the main job: plan checkpoints, admission and eviction for MODEL (default subcommand)"
 DESCRIPTION = (
@@ -19,6 +20,7 @@ def add_arguments(p):
     add_model_argument(p)
     add_trace_arguments(p, required=False)
     add_capacity_argument(p, required=False)
+    add_warmup_argument(p)
     p.add_argument("-o", "--output", default="runtime.yaml",
                    help="where to write the plan (written atomically, only on success)")
     add_format_argument(p)
@@ -32,6 +34,10 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import contextlib
+
+    from marconi.cli.outputs import atomic_output, check_writable
+    from marconi.cli.progress import progress_for
     from marconi.cli.render import emit_json
     from marconi.passes import build_cost_model
     from marconi.planner.capacity_search import capacity_for_share
@@ -42,7 +48,7 @@ def run(args) -> int:
     from marconi.units import format_bytes
 
     capacity = capacity_from(args)
-    _check_writable(args.output)
+    check_writable(args.output, "-o", "runtime.yaml")
     if args.plot:
         _check_plot_path(args.plot)
     source = load_source(args)
@@ -53,41 +59,45 @@ def run(args) -> int:
     else:
         workload = default_workload()
     if capacity is None:
-        point = capacity_for_share(workload, cost, 0.5)
+        point = capacity_for_share(workload, cost, 0.5, warmup=args.warmup)
         capacity = point.capacity_bytes
         how = (f"default: {format_bytes(capacity)}, where the sglang baseline reaches "
-               f"{100 * point.share:.0f} % of an unbounded cache's FLOP savings")
+               f"{100 * point.share:.0f} % of an unbounded cache's FLOP savings"
+               if point.share == point.share else
+               f"default: {format_bytes(capacity)}, one request's; no request reuses an "
+               "earlier prefix, so no capacity saves anything")
     else:
         how = "given"
     factors = (0.25, 0.5, 1.0, 2.0, 4.0) if args.plot else ()
-    job = run_plan_job(workload, cost, capacity, capacity_source=how,
-                       held_out=not args.no_held_out, sweep_factors=factors,
-                       jobs=args.jobs)
-    if args.plot:
-        _plot(job, args.plot, cost.model, workload.name)
-    write_plan(job.plan.plan, args.output)
+    progress = progress_for(args)
+    with progress or contextlib.nullcontext():
+        job = run_plan_job(workload, cost, capacity, capacity_source=how,
+                           held_out=not args.no_held_out, sweep_factors=factors,
+                           jobs=args.jobs, progress=progress, warmup=args.warmup)
+    # both outputs are atomic; the plot is drawn first and renamed last, so a failure in
+    # either leaves neither file changed
+    with (atomic_output(args.plot, "--plot") if args.plot else contextlib.nullcontext()) \
+            as plot_tmp:
+        if plot_tmp is not None:
+            _plot(job, plot_tmp, cost.model, workload.name)
+        write_plan(job.plan.plan, args.output)
+    readers = used_by_commands(args, job)
     if args.format == "json":
-        emit_json(_document(job, cost, workload, args.output))
+        emit_json(_document(job, cost, workload, args.output, readers))
     else:
-        print(_text(job, cost, workload, args.output))
+        print(_text(job, cost, workload, args.output, readers))
     return 0
 
 
-def _check_writable(output: str, flag: str = "-o", example: str = "runtime.yaml") -> None:
-    """Fail before the work, not after it, when an output file cannot be written."""
-    import os
-    from pathlib import Path
+def used_by_commands(args, job) -> tuple[str, ...]:
+    """What reads the written runtime.yaml, as commands to copy (this run's model, workload
+    and capacity filled in)."""
+    import shlex
 
-    from marconi.errors import PlanError
-    if Path(output).is_dir():
-        raise PlanError(output, f"cannot write: is a directory; expected a file path for "
-                        f"{flag}, e.g. {example}")
-    folder = Path(output).parent
-    if not folder.is_dir():
-        raise PlanError(output, f"cannot write: no such directory {str(folder)!r}; expected "
-                        f"an existing folder for {flag}")
-    if not os.access(folder, os.W_OK):
-        raise PlanError(output, f"cannot write: folder {str(folder)!r} is not writable")
+    from marconi.planner.serialize import used_by
+    workload = f"--trace {shlex.quote(args.trace)}" if args.trace else ""
+    return used_by(shlex.quote(args.output), model=shlex.quote(args.model),
+                   workload=workload, capacity=str(job.capacity_bytes))
 
 
 PLOT_FORMATS = (".png", ".pdf", ".svg")
@@ -100,29 +110,46 @@ def _check_plot_path(path: str) -> None:
     if Path(path).suffix.lower() not in PLOT_FORMATS:
         raise UserError("--plot", f"{path!r}: unknown image format; expected a file name "
                         f"ending in {', '.join(PLOT_FORMATS)}")
-    _check_writable(path, "--plot", "capacity.png")
+    from marconi.cli.outputs import check_writable
+    check_writable(path, "--plot", "capacity.png")
 
 
 # ---------------------------------------------------------------- rendering
+
+def _job_device() -> str:
+    """The TTFT profile of the job's replays: `planner.job.evaluate` uses CacheConfig's
+    default."""
+    from marconi.runtime.config import CacheConfig
+    return CacheConfig.device
+
 
 def _bound_dict(ev) -> dict:
     return ev.bound.to_dict()
 
 
-def _document(job, cost, workload, output) -> dict:
+def _warmup(job, ev) -> dict:
+    return {"fraction": job.warmup, "requests": ev.warmup_requests}
+
+
+def _document(job, cost, workload, output, readers) -> dict:
+    from marconi.cli.render import ttft_profile
     doc = {"model": cost.model, "trace": workload.name,
            "skipped_lines": workload.skipped_lines,
            "capacity_bytes": job.capacity_bytes, "capacity_source": job.capacity_source,
+           "ttft_profile": ttft_profile(_job_device()),
+           "warmup": _warmup(job, job.whole),
            "results": [r.to_dict() for r in job.whole.results],
            "bound": _bound_dict(job.whole),
            "rules": job.plan.plan.rules_dict(),
            "offline_schedule": job.plan.insights.to_dict(),
-           "runtime_yaml": str(output), "seconds": job.seconds}
+           "runtime_yaml": str(output), "runtime_yaml_used_by": list(readers),
+           "seconds": job.seconds}
     if job.held_out is not None:
         doc["held_out"] = {"fitted_on": "first half", "scored_on": job.held_out.workload,
                            "results": [r.to_dict() for r in job.held_out.results],
                            "bound": _bound_dict(job.held_out),
-                           "rules": job.held_out_plan.plan.rules_dict()}
+                           "rules": job.held_out_plan.plan.rules_dict(),
+                           "warmup": _warmup(job, job.held_out)}
     if job.sweep:
         doc["sweep"] = [{"capacity_bytes": cap, "upper_bound_flop_savings": ub,
                          "results": [{"policy": r.policy, "token_hit_rate": r.token_hit_rate,
@@ -142,17 +169,21 @@ def _policy_table(ev, title: str) -> str:
                   "share of bound"], rows, title=title)
 
 
-def _text(job, cost, workload, output) -> str:
-    from marconi.cli.render import skipped_note
+def _text(job, cost, workload, output, readers) -> str:
+    from marconi.cli.render import skipped_note, ttft_note
     from marconi.units import format_bytes
     plan = job.plan.plan
     lines = [f"marconi-plan: {cost.model} on {workload.name} ({len(workload.requests)} "
              f"requests{skipped_note(workload)}), capacity "
              f"{format_bytes(job.capacity_bytes)} ({job.capacity_source})",
+             ttft_note(_job_device()),
              "", _policy_table(job.whole, "Whole workload, plan fitted on it:")]
+    lines += [n for n in [warmup_note(_warmup(job, job.whole), job.whole.requests)] if n]
     if job.held_out is not None:
         lines += ["", _policy_table(job.held_out, f"Held out: plan fitted on the first half, "
                                     f"scored on the second ({job.held_out.workload}):")]
+        lines += [n for n in [warmup_note(_warmup(job, job.held_out), job.held_out.requests)]
+                  if n]
     adm, ins = plan.admission, job.plan.insights
     share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in ins.value_share)
     offsets = ", ".join(f"{c} {v / 1000:+.0f} s" if abs(v) < 1e12 else f"{c} first"
@@ -172,7 +203,8 @@ def _text(job, cost, workload, output) -> str:
                  if plan.memory.pools == 'split' else ""),
               f"  pinned prefixes: {len(plan.pinned)}",
               f"  tuned by {len(job.plan.trials)} replays in {job.plan.seconds:.1f} s",
-              "", f"Wrote {output}. Job took {job.seconds:.1f} s."]
+              "", f"Wrote {output}. Job took {job.seconds:.1f} s. It is read by:",
+              *(f"  {r}" for r in readers)]
     return "\n".join(lines)
 
 

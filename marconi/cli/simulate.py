@@ -8,12 +8,14 @@ another built-in one). Policies run one after another, or in `--jobs` processes.
 
 from __future__ import annotations
 
-import sys
+import contextlib
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, capacity_from, dtypes_from, load_source,
-                                positive_int, trace_options)
-from marconi.cli.render import emit_json, table
+                                add_trace_arguments, add_warmup_argument, capacity_from,
+                                dtypes_from, load_source, positive_int, trace_options,
+                                warmup_note)
+from marconi.cli.progress import progress_for
+from marconi.cli.render import emit_json, table, ttft_note, ttft_profile
 from marconi.units import format_bytes
 
 HELP = "replay a trace through cache policies and report hit rates, FLOP savings and TTFT"
@@ -22,13 +24,13 @@ DESCRIPTION = ("Replay a trace (or the built-in workload) through prefix-cache p
                "rates, FLOP savings, peak occupancy, checkpoints admitted/evicted and TTFT "
                "percentiles from a latency model. See docs/simulator.md.")
 DEFAULT_POLICIES = "vllm-all,vllm-align,sglang,marconi,infinite"
-PROGRESS_MIN_REQUESTS = 2000          # shorter replays finish before a bar would help
 
 
 def add_arguments(p):
     add_model_argument(p)
     add_trace_arguments(p, required=False)
     add_capacity_argument(p, required=True)
+    add_warmup_argument(p)
     p.add_argument("--policy", default=DEFAULT_POLICIES, metavar="P1,P2,…",
                    help=f"comma-separated policies (default: {DEFAULT_POLICIES}); known: "
                         "vllm-all, vllm-align, sglang, marconi, marconi-static, infinite, and "
@@ -81,12 +83,11 @@ def run(args) -> int:
     config = CacheConfig(capacity, chunk_tokens=args.chunk_size,
                          block_tokens=args.vllm_block_size,
                          bootstrap_multiplier=args.bootstrap_multiplier,
-                         recency=args.recency, device=args.device, jobs=args.jobs)
+                         recency=args.recency, device=args.device, jobs=args.jobs,
+                         warmup=args.warmup)
     workload = load_workload(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
-    progress = _progress_bar if (sys.stdout.isatty() and args.jobs <= 1 and
-                                 len(workload.requests) >= PROGRESS_MIN_REQUESTS) else None
     bound = None
     if args.plan is not None:
         from marconi.planner.serialize import load_plan
@@ -94,12 +95,15 @@ def run(args) -> int:
         bound = {"planned": Planned.with_plan(load_plan(args.plan, cost))}
         if "planned" not in policies:
             policies.append("planned")
-    report = simulate(workload, cost, config, policies, jobs=args.jobs, progress=progress,
-                      bound=bound)
-    if progress is not None:
-        sys.stderr.write("\n")
+    progress = progress_for(args)
+    with progress or contextlib.nullcontext():
+        if progress is not None and args.jobs > 1 and len(policies) > 1:
+            # parallel replays report nothing until they end: show the elapsed time
+            progress(f"{len(policies)} policies in {args.jobs} processes", 0, 0)
+        report = simulate(workload, cost, config, policies, jobs=args.jobs,
+                          progress=progress, bound=bound)
     if args.format == "json":
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "ttft_profile": ttft_profile(args.device)})
     else:
         print(render(report))
     return 0
@@ -137,7 +141,10 @@ def render(report) -> str:
              r.checkpoints_evicted, r.seconds, _notes(r)] for r in report.results]
     footer = ("Output tokens of a block-hash trace are unknown ids: they are cached as fresh "
               "ids that no later input can hit." if w["kind"] == "block" else "")
-    return table(headers, rows, title=title) + ("\n" + footer if footer else "")
+    footer = "\n".join(x for x in (warmup_note(report.warmup, w["requests"]), footer) if x)
+    device = ttft_note(report.config["device"])
+    return (table(headers, rows, title=title) + "\n" + device
+            + ("\n" + footer if footer else ""))
 
 
 def _notes(r) -> str:
@@ -154,10 +161,3 @@ def _notes(r) -> str:
         notes.append("unbounded")
     return ", ".join(notes)
 
-
-def _progress_bar(policy: str, done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r{policy:>16} [{'#' * filled}{'.' * (width - filled)}] "
-                     f"{done:,}/{total:,}")
-    sys.stderr.flush()
