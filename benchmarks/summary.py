@@ -123,6 +123,10 @@ def meta_block(results) -> list[str]:
              f"{m['date']}",
              f"- policies: {', '.join(res.policies(results))}; the offline bound: "
              f"`offline_bound(method={s['bound_method']!r})`"]
+    for r in m.get("reruns", []):           # `benchmarks.rerun`: one variant measured again
+        lines.append(f"- re-measured since: {r['what']} ({r['records']} records, "
+                     f"{r['seconds']:.0f} s wall, {r['date']}) at commit `{r['commit']}`"
+                     + _dirty_note(r.get("dirty")) + f": `{r['command']}`")
     if results["skipped_workloads"]:
         lines.append(f"- left out (trace not found): {', '.join(results['skipped_workloads'])}")
     return lines

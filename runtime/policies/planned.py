@@ -31,10 +31,10 @@ class Planned(Policy):
     by ``branch_sighting`` earlier sequences; every ``stride_tokens`` inside new content; at
     each pinned prefix it starts with. Positions floor to the engine grid; none shallower
     than ``min_prefix_tokens`` or at/above the hit. Only KV up to the deepest new state is
-    inserted (KV past it could never be resumed). A state-free model (no recurrent layers)
-    resumes from any cached KV, so no state rule applies: a request's whole sequence is
-    cached, of class ``fresh`` or ``continuation``, unless it is fresh and fresh requests
-    are not admitted.
+    inserted (KV past it could never be resumed). For a state-free model (no recurrent
+    layers) the same rules decide how much KV a request leaves: the cache keeps no states,
+    and any of that KV can be hit. So even unbounded it hits less than `infinite` where the
+    rules leave KV out (e.g. outputs while ``output_end`` is off): an admission choice.
 
     Eviction (`EvictionRules`): over nodes with a state and at most one child, and
     state-less leaves, evict the smallest ``last_access + offset[class]`` plus, if tuned, a
@@ -64,7 +64,6 @@ class Planned(Policy):
         self.pending: dict[int, str] = {}      # depth → class of this request's states
         self.next_request = 0
         self.efficiency = flop_efficiency(cost)
-        self.state_free = cost.state_bytes() == 0
 
     @classmethod
     def with_plan(cls, plan: Plan) -> type[Planned]:
@@ -88,12 +87,6 @@ class Planned(Policy):
         sight = self.seen.lookup(seq.ids, n)
         seen_share = seq.tokens(sight.depth) / seq.input_tokens if seq.input_tokens else 0.0
         fresh = seen_share < rules.fresh_threshold
-        if self.state_free:
-            if fresh and not rules.admit_fresh:
-                self.pending = {}
-                return Admission(0, ())
-            self.pending = {len(seq.ids): FRESH if fresh else CONTINUATION}
-            return Admission(len(seq.ids), ())
         ck: dict[int, str] = {}
 
         def add(depth: int, cls: str) -> None:
