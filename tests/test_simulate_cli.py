@@ -127,3 +127,22 @@ def test_plan_for_another_model_is_refused(hand_built_model, capsys, tmp_path):
     code, out, err = run_cli(capsys, "simulate", MODEL, "--capacity", "20GB", "--plan", str(path))
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "cost_fingerprint" in err
+
+
+FLOOR_TRACE = ('{"timestamp": 0, "input_length": 100, "output_length": 5, "hash_ids": [1]}\n'
+               '{"timestamp": 5, "input_length": 150, "output_length": 5, "hash_ids": [1, 4]}\n')
+
+
+def test_every_report_states_the_trace_facts(hand_built_model, capsys, tmp_path):
+    """Lines with an unhashed tail (floor id counts) are counted in simulate's title, the
+    bound's JSON and the main job's JSON."""
+    trace = tmp_path / "floor.jsonl"
+    trace.write_text(FLOOR_TRACE)
+    common = (MODEL, "--trace", str(trace), "--capacity", "1GB", "--block-size", "64")
+    code, out, _ = run_cli(capsys, "simulate", *common, "--policy", "sglang")
+    assert code == 0 and "2 lines with an unhashed tail (never hit)" in out.splitlines()[0]
+    code, out, _ = run_cli(capsys, "bound", *common, "--format", "json")
+    assert code == 0 and json.loads(out)["workload"]["unhashed_tail_lines"] == 2
+    code, out, _ = run_cli(capsys, *common, "--format", "json", "--no-held-out",
+                           "-o", str(tmp_path / "runtime.yaml"))
+    assert code == 0 and json.loads(out)["workload"]["block_size_rule"] == "given"

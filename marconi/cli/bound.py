@@ -52,7 +52,7 @@ def run(args) -> int:
         report = offline_bound(workload, cost, capacity, method=args.method,
                                time_limit=args.time_limit, warmup=args.warmup)
     if args.format == "json":
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "workload": workload.describe()})
         return 0
     rows = [["upper bound (" + report.method + ")", report.upper.flop_savings,
              report.upper.seconds],

@@ -134,7 +134,7 @@ def _warmup(job, ev) -> dict:
 def _document(job, cost, workload, output, readers) -> dict:
     from marconi.cli.render import ttft_profile
     doc = {"model": cost.model, "trace": workload.name,
-           "skipped_lines": workload.skipped_lines,
+           "skipped_lines": workload.skipped_lines, "workload": workload.describe(),
            "capacity_bytes": job.capacity_bytes, "capacity_source": job.capacity_source,
            "ttft_profile": ttft_profile(_job_device()),
            "warmup": _warmup(job, job.whole),
@@ -161,10 +161,11 @@ def _document(job, cost, workload, output, readers) -> dict:
 def _policy_table(ev, title: str) -> str:
     from marconi.cli.render import table
     rows = [[r.policy, r.token_hit_rate, r.flop_savings, r.ttft_p50_ms, r.ttft_p95_ms,
-             "unbounded" if r.policy == "infinite" else f"{ev.share_of_bound(r):.3f}"]
+             "unbounded" if r.policy == "infinite" else ev.share_of_bound(r)]
             for r in ev.results]
     rows.append([f"upper bound ({ev.bound.method})", float("nan"),
-                 ev.bound.upper.flop_savings, float("nan"), float("nan"), "1.000"])
+                 ev.bound.upper.flop_savings, float("nan"), float("nan"),
+                 1.0 if ev.bound.upper.flop_savings > 0 else float("nan")])
     return table(["policy", "token hit rate", "FLOP savings", "TTFT P50 ms", "TTFT P95 ms",
                   "share of bound"], rows, title=title)
 

@@ -64,23 +64,28 @@ def ttft_note(device: str) -> str:
 
 
 def skipped_note(workload) -> str:
-    """What a report says of a trace after its request count, each part only when it
-    happened: ", N bad lines skipped" (--skip-bad-lines), lines with an unhashed tail,
-    lines with ids past their input, lines reordered by timestamp, and the id rule when ids
-    were not read as blocks (--tokens-per-id)."""
+    """What a report says of a trace after its request count: `trace_notes` of a Workload."""
+    return trace_notes(workload.describe())
+
+
+def trace_notes(described: dict) -> str:
+    """The trace facts of a `Workload.describe()` dict, each part only when it happened:
+    ", N bad lines skipped" (--skip-bad-lines), lines with an unhashed tail, lines with ids
+    past their input, lines reordered by timestamp, and the id rule when ids were not read
+    as blocks (--tokens-per-id)."""
     notes = [f"{n:,} {what.format(s='s' if n != 1 else '')}" for n, what in (
-        (workload.skipped_lines, "bad line{s} skipped"),
-        (workload.unhashed_tail_lines, "line{s} with an unhashed tail (never hit)"),
-        (workload.truncated_lines, "line{s} with ids past the input (dropped)"),
-        (workload.reordered_lines, "line{s} reordered by timestamp")) if n]
-    rule = _ID_RULES.get(workload.block_size_rule)
+        (described.get("skipped_lines", 0), "bad line{s} skipped"),
+        (described.get("unhashed_tail_lines", 0), "line{s} with an unhashed tail (never hit)"),
+        (described.get("truncated_lines", 0), "line{s} with ids past the input (dropped)"),
+        (described.get("reordered_lines", 0), "line{s} reordered by timestamp")) if n]
+    rule = _ID_RULES.get(described.get("block_size_rule"))
     if rule:
-        notes.append(rule.format(b=workload.block_size))
+        notes.append(rule.format(b=described["block_size"]))
     return "".join(f", {n}" for n in notes)
 
 
-_ID_RULES = {BlockSizeRule.TOKENS_PER_ID: "{b} tokens per id",
-             BlockSizeRule.SPREAD: "ids spread over their line, cut into {b}-token blocks"}
+_ID_RULES = {BlockSizeRule.TOKENS_PER_ID.value: "{b} tokens per id",
+             BlockSizeRule.SPREAD.value: "ids spread over their line, cut into {b}-token blocks"}
 
 
 def _is_number(v: Any) -> bool:

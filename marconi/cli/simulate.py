@@ -15,7 +15,7 @@ from marconi.cli.common import (add_capacity_argument, add_format_argument, add_
                                 dtypes_from, load_source, positive_int, trace_options,
                                 warmup_note)
 from marconi.cli.progress import progress_for
-from marconi.cli.render import emit_json, table, ttft_note, ttft_profile
+from marconi.cli.render import emit_json, table, trace_notes, ttft_note, ttft_profile
 from marconi.units import format_bytes
 
 HELP = "replay a trace through cache policies and report hit rates, FLOP savings and TTFT"
@@ -130,7 +130,7 @@ def render(report) -> str:
              f"{w['input_tokens']:,} input tokens"
              + (f", {w['block_size']}-token blocks" if w["block_size"] > 1 else "")
              + (f" (inferred)" if w.get("block_size_inferred") else "")
-             + (f", {w['skipped_lines']} bad lines skipped" if w.get("skipped_lines") else "")
+             + trace_notes(w)
              + f"; capacity {format_bytes(report.capacity_bytes)}"
              + (f" ({report.config['state_bytes'] / report.capacity_bytes:.0%} for states)"
                 if report.config.get("state_bytes") else ""))
