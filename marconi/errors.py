@@ -40,5 +40,10 @@ class UnsupportedModelError(UserError):
     """A model the passes cannot analyse (unknown module or op); never a silent zero."""
 
 
+class MissingExtraError(UserError, ImportError):
+    """An input that needs an optional dependency which is not installed; the message
+    names the extra that installs it. An ImportError too, for code that catches those."""
+
+
 class SolverError(RuntimeError):
     """The ILP/LP solver failed or returned a status that is not a proven result (exit 1)."""

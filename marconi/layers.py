@@ -14,6 +14,14 @@ from typing import Any, ClassVar
 
 from marconi.errors import SpecError
 
+# Bounds on sizes, given or derived. No real model comes near them (d_model and d_ff are
+# below 2^17, the widest experts layers 2^10 experts); the passes build tensors of up to
+# three dimensions times small factors, which at 2^18 each stay far below the 2^63 bytes
+# torch can size. A larger value is a typo, refused here instead of overflowing in torch.
+MAX_DIM = 2**18                    # a dimension or count of a layer, d_model
+MAX_VOCAB = 2**24                  # vocab_size: only the embedding and logits are that wide
+MAX_TOKENS = 2**31                 # a length in tokens (window, chunk_size)
+
 
 class LayerKind(enum.Enum):
     ATTENTION = "attention"          # softmax attention; `window` makes it sliding-window
@@ -78,7 +86,14 @@ class LayerParams:
                                     f"missing required field for kind {cls.kind.value}")
                 continue
             values[name] = _check_value(raw[name], f, f"{where}.{name}")
-        return cls(**values).resolve(d_model, where)
+        resolved = cls(**values).resolve(d_model, where)
+        for name, f in fields.items():
+            value = getattr(resolved, name)
+            if name not in raw and isinstance(value, int) and not isinstance(value, bool) \
+                    and value > f.metadata.get("max", MAX_DIM):
+                raise SpecError(f"{where}.{name}", f"{show_int(value)}, derived from the "
+                                f"fields given; expected at most {f.metadata.get('max', MAX_DIM)}")
+        return resolved
 
     def resolve(self, d_model: int, where: str) -> LayerParams:
         """Fill derived fields; check cross-field constraints."""
@@ -94,18 +109,36 @@ def _check_value(value: Any, f: dataclasses.Field, where: str) -> Any:
     if "int" in typ:
         if value is None and "None" in typ:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(where, f"expected an integer, got {value!r}")
-        if value <= 0 and not f.metadata.get("allow_zero"):
-            raise SpecError(where, f"must be positive, got {value}")
-        if value < 0:
-            raise SpecError(where, f"must not be negative, got {value}")
-        return value
+        return check_size(value, where, allow_zero=f.metadata.get("allow_zero", False),
+                          most=f.metadata.get("max", MAX_DIM))
     if "str" in typ:
         if not isinstance(value, str):
             raise SpecError(where, f"expected a string, got {value!r}")
         return value
     raise AssertionError(f"unhandled field type {typ}")  # internal: a new field type
+
+
+def check_size(value: Any, where: str, allow_zero: bool = False, most: int = MAX_DIM) -> int:
+    """An integer size: positive (or zero where allowed), at most `most`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(where, f"expected an integer, got {value!r}")
+    if value <= 0 and not allow_zero:
+        raise SpecError(where, f"must be positive, got {value}")
+    if value < 0:
+        raise SpecError(where, f"must not be negative, got {value}")
+    if value > most:
+        raise SpecError(where, f"{show_int(value)}; expected at most {most}")
+    return value
+
+
+def show_int(value: int) -> str:
+    """An integer as an error shows it: exact up to 10^15, else 1e+30 (str() of an int past
+    4300 digits raises, and nobody reads 31 zeros)."""
+    if abs(value) < 10**15:
+        return str(value)
+    if value.bit_length() < 1000:
+        return f"{float(value):.3g}"
+    return f"an integer of {value.bit_length()} bits"
 
 
 def _zero_ok(default):
@@ -122,7 +155,8 @@ class AttentionParams(LayerParams):
     n_heads: int
     n_kv_heads: int | None = None     # default n_heads (MHA)
     head_dim: int | None = None       # default d_model // n_heads
-    window: int | None = None         # sliding window in tokens; None = full attention
+    window: int | None = dataclasses.field(   # sliding window in tokens; None = full attention
+        default=None, metadata={"max": MAX_TOKENS})
 
     def resolve(self, d_model, where):
         n_kv = self.n_kv_heads or self.n_heads

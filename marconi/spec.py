@@ -20,7 +20,9 @@ Schema of model.yaml (see docs/model-yaml.md for the full reference)::
     # optional per layer: parallel: true  (reads the same input as the previous layer, Falcon-H1)
 
 `load_model(path)` returns a `ModelSpec` for YAML and an `HFConfig` for `config.json` (or a
-folder holding one); `passes/` turns either into a CostModel.
+folder holding one), which transformers' own loader reads and validates (the `hf` extra);
+`passes/` turns either into a CostModel. Sizes past real models' are refused here
+(`marconi.layers.MAX_DIM`), and past 1 TiB per checkpoint by `passes.analyze.check_sizes`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from marconi.errors import SpecError
-from marconi.layers import PARAMS, LayerKind, LayerParams, kind_names
+from marconi.errors import MissingExtraError, SpecError, UnsupportedModelError
+from marconi.layers import (MAX_TOKENS, MAX_VOCAB, PARAMS, LayerKind, LayerParams,
+                            check_size, kind_names)
 from marconi.units import DType, parse_dtype
 
 MAX_LAYERS = 10_000        # real hybrids have < 200; more is a typo in `repeat`
@@ -97,14 +101,25 @@ class ModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class HFConfig:
-    """A Hugging Face config.json; `passes/` builds the real architecture from it."""
+    """A Hugging Face config, read and validated by transformers; `passes/` builds the real
+    architecture from it.
+
+    `config` is the decoded mapping: transformers' own `{"__float__": "Infinity"}` (what its
+    `save_pretrained` writes) and a literal `Infinity` both read as `float("inf")`.
+    `transformers_config` is the `PretrainedConfig` transformers built from it (None when
+    an HFConfig is made in code: the passes build it from `config`).
+    """
 
     path: str
     model_type: str
     config: dict[str, Any] = dataclasses.field(hash=False, compare=False)
     name: str = ""
+    transformers_config: Any = dataclasses.field(default=None, hash=False, compare=False,
+                                                 repr=False)
 
     def fingerprint(self) -> str:
+        # of the decoded mapping: a config without special floats hashes as it always has,
+        # and Infinity written either way hashes the same
         blob = json.dumps(self.config, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -131,18 +146,57 @@ def load_model(path: str | Path) -> ModelSource:
 
 
 def load_hf_config(path: str | Path) -> HFConfig:
+    """Read a config.json through transformers' own loader, which decodes the encodings
+    its `save_pretrained` writes, and build transformers' config object from it."""
     p = Path(path)
-    try:
-        config = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(str(p), f"cannot read: {e}") from e
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}") from e
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+    transformers = require_transformers(str(p))
+    raw = _read_json(p)             # our own read first: its errors name the line
+    if not isinstance(raw, dict) or not isinstance(raw.get("model_type"), str):
         raise SpecError(f"{p}: model_type", "missing; expected a Hugging Face config.json "
                         "with a model_type string")
+    try:
+        config, _ = transformers.PretrainedConfig.get_config_dict(str(p), local_files_only=True)
+    except OSError as e:
+        raise SpecError(str(p), f"transformers cannot read it: {e}") from e
     name = config.get("_name_or_path") or p.parent.name or config["model_type"]
-    return HFConfig(path=str(p), model_type=config["model_type"], config=config, name=str(name))
+    return HFConfig(path=str(p), model_type=config["model_type"], config=config,
+                    name=str(name), transformers_config=transformers_config(config, str(p)))
+
+
+def transformers_config(config: dict[str, Any], where: str):
+    """transformers' `PretrainedConfig` of a decoded config mapping, its validation errors
+    as SpecError naming the field (UnsupportedModelError for a model_type it cannot build)."""
+    transformers = require_transformers(where)
+    from huggingface_hub.errors import (StrictDataclassClassValidationError,
+                                        StrictDataclassFieldValidationError)
+    _check_hf_layer_count(config, where)
+    model_type = config.get("model_type")
+    known = transformers.CONFIG_MAPPING[model_type].__name__ \
+        if model_type in transformers.CONFIG_MAPPING else "config"
+    refuses = f"transformers' {known} refuses it"
+    try:
+        return transformers.AutoConfig.for_model(**config)
+    except StrictDataclassFieldValidationError as e:
+        field = re.search(r"field '([^']+)'", str(e))
+        raise SpecError(f"{where}: {field.group(1)}" if field else where,
+                        f"{refuses}: {_one_line(e.__cause__ or e)}") from e
+    except StrictDataclassClassValidationError as e:
+        raise SpecError(where, f"{refuses}: {_one_line(e.__cause__ or e)}") from e
+    except (ValueError, KeyError, TypeError) as e:
+        first = _one_line(e).split(". ")[0]       # not the list of every known model_type
+        raise UnsupportedModelError(where, f"model_type {model_type!r}: transformers cannot "
+                                    f"build this config: {first}") from e
+
+
+def require_transformers(where: str):
+    """The transformers module, or MissingExtraError naming the extra that installs it."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingExtraError(where, "a Hugging Face config.json needs transformers, which "
+                                "is not installed; install it with: "
+                                "pip install 'marconi-plan[hf]'") from e
+    return transformers
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -158,6 +212,9 @@ def load_spec(path: str | Path) -> ModelSpec:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(where, f"YAML syntax error: {problem}") from e
+    except ValueError as e:                 # e.g. an integer past Python's 4300-digit limit
+        raise SpecError(str(p), f"unreadable value: {_one_line(e).split(';')[0]}; "
+                        "expected a real model's sizes") from e
     return parse_spec(raw, where=p.name, path=str(p))
 
 
@@ -170,15 +227,15 @@ def parse_spec(raw: Any, where: str = "model.yaml", path: str = "") -> ModelSpec
         raise SpecError(f"{where}: {unknown[0]}",
                         f"unknown field; expected one of {', '.join(_TOP_FIELDS)}")
     name = _required(raw, "name", str, where)
-    d_model = _positive_int(_required(raw, "d_model", int, where), f"{where}: d_model")
-    vocab = _positive_int(raw.get("vocab_size", 32000), f"{where}: vocab_size")
+    d_model = check_size(_required(raw, "d_model", int, where), f"{where}: d_model")
+    vocab = check_size(raw.get("vocab_size", 32000), f"{where}: vocab_size", most=MAX_VOCAB)
     dtype = parse_dtype(raw.get("dtype", "bfloat16"), f"{where}: dtype")
     state_dtype = parse_dtype(raw.get("state_dtype", "float32"), f"{where}: state_dtype")
     conv_dtype = (parse_dtype(raw["conv_dtype"], f"{where}: conv_dtype")
                   if "conv_dtype" in raw else None)
     chunk = raw.get("chunk_size")
     if chunk is not None:
-        chunk = _positive_int(chunk, f"{where}: chunk_size")
+        chunk = check_size(chunk, f"{where}: chunk_size", most=MAX_TOKENS)
     source = raw.get("source", "")
     if not isinstance(source, str):
         raise SpecError(f"{where}: source", f"expected a string, got {source!r}")
@@ -198,6 +255,32 @@ def parse_spec(raw: Any, where: str = "model.yaml", path: str = "") -> ModelSpec
 
 
 # ---------------------------------------------------------------- private helpers
+
+def _read_json(p: Path) -> Any:
+    try:
+        return json.loads(p.read_text())    # accepts the literal Infinity / NaN of Hub configs
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(str(p), f"cannot read: {e}") from e
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}") from e
+    except ValueError as e:                 # an integer past Python's 4300-digit limit
+        raise SpecError(str(p), f"unreadable value: {_one_line(e).split(';')[0]}; "
+                        "expected a real model's sizes") from e
+
+
+def _check_hf_layer_count(config: dict[str, Any], where: str) -> None:
+    """Refuse before transformers expands per-layer lists: 10⁸ layers took it minutes."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    layers = text.get("num_hidden_layers")
+    if isinstance(layers, int) and layers > MAX_LAYERS:
+        raise SpecError(f"{where}: num_hidden_layers", f"{layers}; expected at most "
+                        f"{MAX_LAYERS}")
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 
 def _required(raw, key, typ, where):
     if key not in raw:

@@ -18,14 +18,16 @@ Hugging Face configs go through `passes.hf`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 from typing import Iterable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from marconi.errors import SpecError, UnsupportedModelError
-from marconi.layers import LayerKind
+from marconi.layers import LayerKind, show_int
 from marconi.passes.cost_model import CostModel, LayerCost
 from marconi.passes.fit import FitError, fit_many
 from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer
@@ -36,23 +38,34 @@ from marconi.passes.ref_common import CacheDtypes, default_dtype
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
 from marconi.passes.trace import trace_layer
 from marconi.spec import HFConfig, LayerSpec, ModelSpec
-from marconi.units import DType
+from marconi.units import DType, format_bytes
 
 log = logging.getLogger(__name__)
 
 _KV_NAMES = ("k", "v", "c_kv", "k_rope")
+MAX_CHECKPOINT_BYTES = 2**40       # 1 TiB
 
 
 def build_cost_model(source: ModelSpec | HFConfig, dtype: DType | None = None,
                      state_dtype: DType | None = None, layout: str = "model") -> CostModel:
-    """CostModel of `source` at the given storage dtypes and cache layout."""
+    """CostModel of `source` at the given storage dtypes and cache layout (refused above
+    1 TiB per checkpoint: `check_sizes`)."""
     register_cpu_sdpa_formula()
     if isinstance(source, HFConfig):
         from marconi.passes.hf import build_hf_cost_model
-        return build_hf_cost_model(source, dtype=dtype, state_dtype=state_dtype, layout=layout)
-    if not isinstance(source, ModelSpec):
+        cost = build_hf_cost_model(source, dtype=dtype, state_dtype=state_dtype, layout=layout)
+        check_sizes(cost, lambda layer: (f"{source.path or source.name}: {layer.name}", ""))
+    elif isinstance(source, ModelSpec):
+        cost = _spec_cost_model(source, dtype, state_dtype, layout)
+        check_sizes(cost, lambda layer: _spec_field(source, source.layers[layer.index]))
+    else:
         raise SpecError("model", f"expected a ModelSpec or HFConfig, got "
                         f"{type(source).__name__}")
+    return cost
+
+
+def _spec_cost_model(source: ModelSpec, dtype: DType | None, state_dtype: DType | None,
+                     layout: str) -> CostModel:
     spec = source.with_dtypes(dtype, state_dtype)
     lay = get_layout(layout)
     where = spec.path or spec.name
@@ -63,6 +76,33 @@ def build_cost_model(source: ModelSpec | HFConfig, dtype: DType | None = None,
                      state_dtype=spec.state_dtype.value, layers=layers,
                      conv_dtype=spec.conv_dtype.value, layout=layout,
                      source_fingerprint=spec.fingerprint())
+
+
+def check_sizes(cost: CostModel, culprit) -> None:
+    """Refuse a model whose one checkpoint, or one token's KV, is above 1 TiB.
+
+    Real hybrids hold well under 1 GiB per checkpoint; past 1 TiB a dimension is a typo,
+    and the planner's int64 byte counts would overflow on it. `culprit(layer)` gives the
+    (where, value) an error names for the layer holding the most.
+    """
+    for what, total, of_layer in (
+            ("one checkpoint holds", cost.state_bytes(), lambda l: l.state_bytes),
+            ("one token's KV is", cost.kv_bytes_per_token, lambda l: l.kv_bytes_per_token)):
+        if total > MAX_CHECKPOINT_BYTES:
+            where, value = culprit(max(cost.layers, key=of_layer))
+            raise SpecError(where, f"{value}{what} {format_bytes(total)}; expected at "
+                            f"most {format_bytes(MAX_CHECKPOINT_BYTES)}")
+
+
+def _spec_field(spec: ModelSpec, layer: LayerSpec) -> tuple[str, str]:
+    """The block field an error names for a layer: its largest dimension, the one a typo
+    most likely inflated (`model.yaml: blocks.M.d_state`)."""
+    fields = {k: v for k, v in dataclasses.asdict(layer.params).items()
+              if isinstance(v, int) and not isinstance(v, bool)}
+    name = max(fields, key=fields.get)
+    entry = f"blocks.{layer.block}" if layer.block is not None else f"layers[{layer.index}]"
+    file = Path(spec.path).name if spec.path else spec.name
+    return f"{file}: {entry}.{name}", f"{show_int(fields[name])}; "
 
 
 def analyze_spec_layers(spec: ModelSpec, where: str) -> dict[tuple, LayerAnalysis]:

@@ -32,7 +32,7 @@ import re
 import torch
 
 from marconi.errors import SpecError, UnsupportedModelError
-from marconi.layers import LayerKind
+from marconi.layers import LayerKind, show_int
 from marconi.passes.analyze import layer_cost
 from marconi.passes.cost_model import CostModel, FlopPoly
 from marconi.passes.fit import FitError, fit_many
@@ -41,7 +41,7 @@ from marconi.passes.hf_kernels import ATTENTION_NAME, register_attention, substi
 from marconi.passes.layout import get_layout
 from marconi.passes.module_recorder import ModuleRecorder, is_under, matmul_packets
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes
-from marconi.spec import MAX_LAYERS, HFConfig
+from marconi.spec import HFConfig, require_transformers, transformers_config
 from marconi.units import DType, parse_dtype
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,15 @@ def build_hf_cost_model(source: HFConfig, dtype: DType | None = None,
             raise
         # raised from inside the model's forward (e.g. by our attention function)
         raise UnsupportedModelError(where, f"{e.where}: {e.message}") from e
+    except (RuntimeError, TypeError, OverflowError) as e:
+        # torch sizing a tensor past int64 ("Storage size calculation overflowed",
+        # "Overflow when unpacking long long"): a typo in a dimension of the config
+        if "overflow" not in str(e).lower():
+            raise
+        field, value = _largest_int(source.config)
+        raise SpecError(f"{where}: {field}", f"{show_int(value)}; torch cannot size the "
+                        "model's tensors (int64 overflow); expected a real model's "
+                        "dimension") from e
 
 
 def _build(source: HFConfig, dtype: DType | None, state_dtype: DType | None, layout: str,
@@ -113,11 +122,7 @@ class HFRunner:
     """The transformers model of a config.json on the meta device, with our kernels."""
 
     def __init__(self, source: HFConfig, dtype: DType | None):
-        try:
-            import transformers
-        except ImportError as e:
-            raise ImportError("analysing a config.json needs transformers>=5: "
-                              "pip install 'marconi-plan[hf]'") from e
+        transformers = require_transformers(source.path or source.name)
         self.where = source.path or source.name
         self.transformers_version = transformers.__version__
         self.dtype = dtype or _config_dtype(source)
@@ -126,19 +131,10 @@ class HFRunner:
         if compute.itemsize < 2:        # 8-bit KV: build in bfloat16, count KV at 1 byte
             self.kv_scale = self.dtype.nbytes / 2
             compute = torch.bfloat16
-        raw = {k: v for k, v in source.config.items()
-               if k not in ("torch_dtype", "dtype", "architectures", "transformers_version")}
-        text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
-        layers = text.get("num_hidden_layers")
-        if isinstance(layers, int) and layers > MAX_LAYERS:    # before transformers expands it
-            raise SpecError(f"{self.where}: num_hidden_layers", f"{layers}; expected at most "
-                            f"{MAX_LAYERS}")
-        try:
-            config = transformers.AutoConfig.for_model(**raw)
-        except (ValueError, KeyError) as e:
-            first = str(e).split(". ")[0][:200]
-            raise UnsupportedModelError(self.where, f"model_type {source.model_type!r}: "
-                                        f"transformers cannot build this config: {first}") from e
+        # from_config writes the dtype and attention implementation into the config it gets
+        config = copy.deepcopy(source.transformers_config) \
+            if source.transformers_config is not None \
+            else transformers_config(source.config, self.where)
         register_attention()
         try:
             with torch.device("meta"):
@@ -366,6 +362,19 @@ def _quiet_transformers():
         yield
     finally:
         hf_logging.set_verbosity(level)
+
+
+def _largest_int(config: dict) -> tuple[str, int]:
+    """(dotted field, value) of the largest integer anywhere in a config mapping."""
+    best, stack = ("", 0), [("", config)]
+    while stack:
+        prefix, mapping = stack.pop()
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            elif isinstance(value, int) and not isinstance(value, bool) and value > best[1]:
+                best = (f"{prefix}{key}", value)
+    return best
 
 
 def _config_dtype(source: HFConfig) -> DType:

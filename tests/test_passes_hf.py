@@ -25,11 +25,12 @@ transformers = pytest.importorskip("transformers")
 from marconi.errors import SpecError, UnsupportedModelError  # noqa: E402
 from marconi.layers import LayerKind  # noqa: E402
 from marconi.passes import build_cost_model, hf_kernels  # noqa: E402
-from marconi.passes.hf import HFRunner, cache_keyword  # noqa: E402
+from marconi.passes.hf import HFRunner  # noqa: E402
 from marconi.spec import load_model  # noqa: E402
 from marconi.units import DType  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
+from hf_cache import cache_bytes_per_layer, decoder_layer, real_model  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,56 +76,15 @@ def _cost(folder):
     return build_cost_model(load_model(folder))
 
 
-def _real_model(folder, dtype):
-    raw = json.loads((folder / "config.json").read_text())
-    raw = {k: v for k, v in raw.items() if k not in ("torch_dtype", "dtype", "architectures")}
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(**raw), dtype=dtype)
-    return model.eval(), raw
-
-
-def _cache_name(model):
-    import inspect
-    return cache_keyword(inspect.signature(model.forward).parameters)
-
-
-def _layer_bytes(cache) -> list[int]:
-    out = []
-    for layer in cache.layers:
-        total = 0
-        for attr in ("keys", "values", "conv_states", "recurrent_states"):
-            value = getattr(layer, attr, None)
-            for t in value.values() if isinstance(value, dict) else [value]:
-                if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
-        out.append(total)
-    return out
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_bytes_equal_the_real_transformers_cache(configs, family):
     folder = configs(family)
     cost = _cost(folder)
-    model, raw = _real_model(folder, torch.bfloat16)
-    name = _cache_name(model)
-    ids = torch.randint(0, raw["vocab_size"], (1, 9), generator=torch.Generator().manual_seed(1))
-    cache, done = None, 0
-    with torch.no_grad():
-        for length in (5, 9):
-            kwargs = {name: cache} if cache is not None else {}
-            cache = getattr(model(input_ids=ids[:, done:length], use_cache=True, **kwargs), name)
-            done = length
-            per_layer = _layer_bytes(cache)
-            assert sum(per_layer) == cost.kv_bytes(length) + cost.state_bytes()
-            for index, nbytes in enumerate(per_layer):
-                units = [l for l in cost.layers if _decoder_layer(l.name) == index]
-                assert nbytes == sum(l.kv_bytes(length) + l.state_bytes for l in units), index
-
-
-def _decoder_layer(path: str) -> int:
-    parts = path.split(".")
-    return int(next(p for p in parts if p.isdigit()))
+    for length, per_layer in cache_bytes_per_layer(real_model(folder, torch.bfloat16)):
+        assert sum(per_layer) == cost.kv_bytes(length) + cost.state_bytes()
+        for index, nbytes in enumerate(per_layer):
+            units = [l for l in cost.layers if decoder_layer(l.name) == index]
+            assert nbytes == sum(l.kv_bytes(length) + l.state_bytes for l in units), index
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -152,7 +112,7 @@ def test_flops_equal_flop_counter_on_the_analysed_module(configs, family):
 def test_projection_flops_match_the_unmodified_model(configs, family):
     """nn.Linear FLOPs of the real model (its own kernels, float32) = those of the analysed one."""
     folder = configs(family)
-    model, raw = _real_model(folder, torch.float32)
+    model = real_model(folder, torch.float32)
     runner = HFRunner(load_model(folder), DType.FLOAT32)
 
     def linear_flops(m, run):

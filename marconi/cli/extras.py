@@ -11,13 +11,9 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from marconi.errors import UserError
+from marconi.errors import MissingExtraError
 
 EXTRAS = {"transformers": "hf", "matplotlib": "plot"}     # module → extra that installs it
-
-
-class MissingExtraError(UserError):
-    """A flag or input that needs an optional dependency which is not installed."""
 
 
 def require(module: str, where: str, what: str) -> None:
