@@ -164,6 +164,11 @@ class HFAdapter(ModelAdapter):
                 layer.lazy_initialization(recurrent_states=t, state_idx=s)
                 layer.recurrent_states[s].copy_(t)
             layer.has_previous_state[s] = True
+            # transformers 5.25 counts a linear-attention layer's tokens as its conv state is
+            # updated, and the cache's length (hence the positions) is the first layer's
+            counted = getattr(layer, "cumulative_length_linear", None)
+            if counted is not None:
+                counted.fill_(length)
         return cache
 
     def _probe_cache(self):
