@@ -29,7 +29,7 @@ DEFAULT_WORKLOADS = ("mooncake_conversation", "mooncake_synthetic", "builtin:def
 
 
 def load(name: str):
-    from marconi.runtime.generators import named_workload
+    from marconi.runtime.sim.generators import named_workload
     from marconi.runtime.workload import load_trace
     if name.startswith("builtin:"):
         return named_workload(name.split(":", 1)[1])
@@ -43,8 +43,8 @@ def table(workloads, model: str, shares=(0.25, 0.5, 0.75)) -> list[dict]:
     from marconi.planner.plan import derive_plan
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
-    from marconi.runtime.policies.planned import Planned
-    from marconi.runtime.simulator import run_policy
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.sim.simulator import run_policy
     from marconi.spec import load_model
 
     cost = build_cost_model(load_model(model))
@@ -209,10 +209,10 @@ def diagnose(model: str) -> str:
     from marconi.planner.plan import derive_plan
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
-    from marconi.runtime.eviction import StateAndLeafLRU
-    from marconi.runtime.policies.base import Admission, Policy
-    from marconi.runtime.policies.planned import Planned
-    from marconi.runtime.simulator import run_policy
+    from marconi.runtime.cache.eviction import StateAndLeafLRU
+    from marconi.runtime.cache.policies.base import Admission, Policy
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.sim.simulator import run_policy
     from marconi.spec import load_model
 
     cost = build_cost_model(load_model(model))

@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from marconi.passes import build_cost_model            # noqa: E402
 from marconi.runtime.capacity import Capacity          # noqa: E402
 from marconi.runtime.config import CacheConfig         # noqa: E402
-from marconi.runtime.policies import get_policy, policy_names  # noqa: E402
+from marconi.runtime.cache.policies import get_policy, policy_names  # noqa: E402
 from marconi.runtime.workload import Request, Workload, load_trace  # noqa: E402
 from marconi.spec import load_model                    # noqa: E402
 

@@ -57,9 +57,9 @@ def predicted(requests, cost, policy: str, capacity: int):
     """The simulator's FLOP savings and hits for the same requests, policy and capacity."""
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
-    from marconi.runtime.policies import get_policy
-    from marconi.runtime.replay import Replay
-    from marconi.runtime.simulator import summarize
+    from marconi.runtime.cache.policies import get_policy
+    from marconi.runtime.sim.replay import Replay
+    from marconi.runtime.sim.simulator import summarize
     from marconi.runtime.workload import Request, Workload
 
     workload = Workload("bench_wrap", tuple(
@@ -75,7 +75,7 @@ def predicted(requests, cost, policy: str, capacity: int):
 def one_repeat(model, requests, cost, policy: str, capacity: int):
     """Per request: the uncached forward, then the cached prefill on a fresh wrapper that
     has seen the earlier requests. Interleaved, so that both see the same machine load."""
-    from marconi.runtime.cached_model import wrap
+    from marconi.runtime.serve.cached_model import wrap
     cached = wrap(model, capacity=capacity, policy=policy, cost=cost)
     uncached_s, cached_s, starts = [], [], []
     for ids in requests:
@@ -93,7 +93,7 @@ def main(requests: int = 20, docs: int = 4, doc_tokens: int = 1024, repeats: int
          policy: str = "marconi", capacity: str = "256MiB", seed: int = 0,
          threads: int = 1, json_path: str | None = None) -> dict:
     from marconi.passes.reference_model import build
-    from marconi.runtime.model_adapters import adapter_for
+    from marconi.runtime.serve.model_adapters import adapter_for
     from marconi.spec import parse_spec
     from marconi.units import parse_capacity
 

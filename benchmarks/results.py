@@ -11,7 +11,7 @@ Shape (plain JSON)::
      "records": [{"study", "model", "workload", "kind": "policy" | "bound", "fraction",
                   "capacity_bytes", "policy", ...metrics}, ...]}
 
-Policy records carry every field of `marconi.runtime.simulator.SimResult`; bound records
+Policy records carry every field of `marconi.runtime.sim.simulator.SimResult`; bound records
 carry ``upper_flop_savings`` (an upper bound on any cache's FLOP savings at that capacity)
 and ``rounded_flop_savings`` (a feasible offline schedule).
 """

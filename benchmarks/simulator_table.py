@@ -27,8 +27,8 @@ from pathlib import Path
 from marconi.passes import build_cost_model
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.policies import policy_names
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.cache.policies import policy_names
+from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.workload import load_trace
 from marconi.spec import load_model
 

@@ -33,9 +33,9 @@ from marconi.passes import build_cost_model
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.latency import get_device
-from marconi.runtime.policies import get_policy, policy_names
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.sim.latency import get_device
+from marconi.runtime.cache.policies import get_policy, policy_names
+from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.workload import Workload
 from marconi.spec import ModelSpec, load_model
 

@@ -4,7 +4,7 @@
   folder beside the repository (``../shared/traces/``, see its README); they are never
   copied into the repository. `--traces DIR` points elsewhere.
 - The LMSys-, ShareGPT- and SWE-bench-like workloads come from the seeded generators of
-  `marconi.runtime.generators`, with parameters chosen to match the shapes the Marconi
+  `marconi.runtime.sim.generators`, with parameters chosen to match the shapes the Marconi
   paper reports for its traces (background/marconi.md §5 and §6.3, Fig. 6):
 
   * LMSys: sessions of at least 10 turns, requests mostly under 10K tokens;
@@ -22,7 +22,7 @@ import dataclasses
 from pathlib import Path
 
 from marconi.errors import TraceError
-from marconi.runtime.generators import AgentSpec, ChatSpec, Spec, generate
+from marconi.runtime.sim.generators import AgentSpec, ChatSpec, Spec, generate
 from marconi.runtime.workload import Workload, load_trace
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ Public API (imported lazily so that `import marconi` stays cheap and does nothin
 - `marconi.load_model(path)`: a `model.yaml` or Hugging Face `config.json` → spec.
 - `marconi.parse_capacity("40GiB")`: capacity strings → bytes.
 - `marconi.wrap(model, plan=None, capacity=None)`: a PyTorch / Hugging Face hybrid model
-  behind a prefix cache (`marconi.runtime.cached_model`, docs/wrap.md); loaded on first use.
+  behind a prefix cache (`marconi.runtime.serve.cached_model`, docs/wrap.md); loaded on first use.
 """
 
 from marconi.errors import (CapacityError, PlanError, SolverError, SpecError, TraceError,
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "wrap":          # lazy: importing marconi must not import torch
-        from marconi.runtime.cached_model import wrap
+        from marconi.runtime.serve.cached_model import wrap
         return wrap
     raise AttributeError(f"module 'marconi' has no attribute {name!r}")

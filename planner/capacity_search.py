@@ -17,7 +17,7 @@ import math
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.workload import Workload
 
 

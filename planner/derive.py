@@ -23,7 +23,7 @@ import numpy as np
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import OfflineProblem
-from marconi.planner.rules import (AdmissionRules, EvictionRules, MemoryRules,
+from marconi.runtime.plan.rules import (AdmissionRules, EvictionRules, MemoryRules,
                                    PinnedPrefix, Plan)
 from marconi.planner.schedule import MISS
 from marconi.runtime.workload import Workload

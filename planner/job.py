@@ -29,7 +29,7 @@ from marconi.planner.offline import BoundReport, offline_bound
 from marconi.planner.plan import PlanResult, derive_plan
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.simulator import SimResult, simulate
+from marconi.runtime.sim.simulator import SimResult, simulate
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_byt
              progress: Progress | None = None, warmup: float = 0.0) -> Evaluation:
     """Every baseline and `plan` replayed on `workload`, with the offline bound (`bound`
     when the caller already has it for this workload, capacity and warm-up)."""
-    from marconi.runtime.policies.planned import Planned
+    from marconi.runtime.cache.policies.planned import Planned
     config = CacheConfig(capacity=Capacity.shared(int(capacity_bytes)),
                          chunk_tokens=plan.plan.chunk_tokens, warmup=warmup)
     name = workload.name

@@ -28,7 +28,7 @@ from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import build_problem
 from marconi.planner.derive import OfflineInsights, analyze, initial_plan
 from marconi.planner.offline import BoundReport, offline_bound
-from marconi.planner.rules import Plan
+from marconi.runtime.plan.rules import Plan
 from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.derive import OfflineInsights
-from marconi.planner.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, MemoryRules,
+from marconi.runtime.plan.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, MemoryRules,
                                    Plan)
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.workload import Workload
@@ -36,7 +36,7 @@ class Trial:
 def replay_savings(plan: Plan, workload: Workload, cost: CostModel,
                    config: CacheConfig) -> float:
     """FLOP savings of `plan` on `workload` (one replay of the `planned` policy)."""
-    from marconi.runtime.policies.planned import Planned
+    from marconi.runtime.cache.policies.planned import Planned
     return Planned.with_plan(plan).run(workload, cost, config).flop_savings
 
 

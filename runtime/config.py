@@ -23,7 +23,7 @@ class CacheConfig:
         the first eviction (paper §4.2: 5-15×; the artifact's default is 5).
     alpha_grid: the α values Marconi's tuner and the static sweep try.
     recency: Marconi's recency term, "linear" (last-access time) or "inverse" (artifact).
-    device: latency profile for TTFT (`marconi.runtime.latency.DEVICES`).
+    device: latency profile for TTFT (`marconi.runtime.sim.latency.DEVICES`).
     jobs: worker processes for Marconi's α replays (its tuner and the static sweep).
     warmup: the fraction of a workload's requests, from its start, that fill the cache but
         are not counted in any metric (cache studies measure the last half: 0.5); in

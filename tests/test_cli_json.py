@@ -215,11 +215,11 @@ def test_errors_are_one_json_document(argv, kind, code, line, hand_built_model, 
 
 def test_internal_error_is_one_json_document(hand_built_model, capfd, monkeypatch):
     """Exit 1 with a traceback on stderr, and still one document on stdout."""
-    import marconi.runtime.simulator
+    import marconi.runtime.sim.simulator
 
     def broken(*a, **k):
         raise RuntimeError("boom")
-    monkeypatch.setattr(marconi.runtime.simulator, "simulate", broken)
+    monkeypatch.setattr(marconi.runtime.sim.simulator, "simulate", broken)
     assert main(["simulate", MODEL, "--capacity", "1GB", "--format", "json"]) == 1
     out, err = capfd.readouterr()
     doc = one_document(out)

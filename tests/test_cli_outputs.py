@@ -87,11 +87,11 @@ def test_a_failing_plot_leaves_neither_file(trace, tmp_path, monkeypatch, hand_b
 
 
 def test_a_failing_plan_write_leaves_no_plot(trace, tmp_path, monkeypatch, hand_built_model):
-    import marconi.planner.serialize
+    import marconi.runtime.plan.plan_file
 
     def refuse(plan, path):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(marconi.planner.serialize, "write_plan", refuse)
+    monkeypatch.setattr(marconi.runtime.plan.plan_file, "write_plan", refuse)
     monkeypatch.chdir(tmp_path)
     rc = main([MODEL, "--trace", trace, "--capacity", "2GiB", "--plot", "cap.png",
                "--no-held-out", "--jobs", "1"])

@@ -14,8 +14,8 @@ import marconi.passes
 from marconi.cli import main
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.generators import default_workload
-from marconi.runtime.simulator import simulate
+from marconi.runtime.sim.generators import default_workload
+from marconi.runtime.sim.simulator import simulate
 from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
 
 MODEL = str(REPO_EXAMPLES / "marconi-7b-hybrid.yaml")

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from marconi.cli import main
-from marconi.planner.serialize import load_plan
+from marconi.runtime.plan.plan_file import load_plan
 
 MODEL = "examples/models/marconi-7b-hybrid.yaml"
 POLICIES = {"vllm-all", "vllm-align", "sglang", "marconi", "marconi-static", "infinite",

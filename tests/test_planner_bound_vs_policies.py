@@ -18,9 +18,9 @@ from marconi.planner.plan import derive_plan
 from marconi.planner.testing import random_workload, toy_cost
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.policies import policy_names
-from marconi.runtime.policies.planned import Planned
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.cache.policies import policy_names
+from marconi.runtime.cache.policies.planned import Planned
+from marconi.runtime.sim.simulator import run_policy
 
 POLICIES = [p for p in policy_names() if p != "infinite"]
 CASES = [pytest.param(seed, block, 200, 0.0,

@@ -7,16 +7,16 @@ import random
 
 import pytest
 
-from marconi.planner.ghost import SeenPrefixes
-from marconi.planner.rules import AdmissionRules, PinnedPrefix, default_plan
+from marconi.runtime.plan.seen import SeenPrefixes
+from marconi.runtime.plan.rules import AdmissionRules, PinnedPrefix, default_plan
 from marconi.planner.testing import toy_cost
 from marconi.planner.tune import EVICT_FIRST
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.policies import get_policy
-from marconi.runtime.policies.planned import Planned
-from marconi.runtime.prefix_cache import DROP_STATE
-from marconi.runtime.replay import Replay
+from marconi.runtime.cache.policies import get_policy
+from marconi.runtime.cache.policies.planned import Planned
+from marconi.runtime.cache.prefix_cache import DROP_STATE
+from marconi.runtime.sim.replay import Replay
 from marconi.runtime.workload import Request, Workload
 
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from marconi.errors import PlanError
-from marconi.planner.rules import (AdmissionRules, EvictionRules, MemoryRules, PinnedPrefix,
+from marconi.runtime.plan.rules import (AdmissionRules, EvictionRules, MemoryRules, PinnedPrefix,
                                    Plan)
-from marconi.planner.serialize import load_plan, plan_to_dict, write_plan
+from marconi.runtime.plan.plan_file import load_plan, plan_to_dict, write_plan
 from marconi.planner.testing import toy_cost
 
 

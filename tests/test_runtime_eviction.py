@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.eviction import FlopAware, LeafLRU, StateAndLeafLRU
-from marconi.runtime.generators import AgentSpec, ChatSpec, generate
-from marconi.runtime.policies.marconi import Marconi
-from marconi.runtime.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
-from marconi.runtime.replay import Replay
+from marconi.runtime.cache.eviction import FlopAware, LeafLRU, StateAndLeafLRU
+from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
+from marconi.runtime.cache.policies.marconi import Marconi
+from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
+from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import Seq
 from test_runtime_helpers import paper_7b_cost, token_workload
 
@@ -39,7 +39,7 @@ class CheckedMarconi(Marconi):
         return self.index
 
     def _efficiency(self):
-        from marconi.runtime.policies.marconi import flop_efficiency
+        from marconi.runtime.cache.policies.marconi import flop_efficiency
         return flop_efficiency(self.cost)
 
 

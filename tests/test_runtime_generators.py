@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from marconi.errors import UserError
-from marconi.runtime.generators import (AgentSpec, ChatSpec, DocumentSpec, SharedPromptSpec,
+from marconi.runtime.sim.generators import (AgentSpec, ChatSpec, DocumentSpec, SharedPromptSpec,
                                         default_workload, generate, named_workload,
                                         workload_names)
-from marconi.runtime.trace_stats import prefix_stats
+from marconi.runtime.sim.trace_stats import prefix_stats
 
 
 def by_session(workload):

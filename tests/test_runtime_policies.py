@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.generators import AgentSpec, ChatSpec, generate
-from marconi.runtime.policies import get_policy, policy_names, register
-from marconi.runtime.policies.base import Admission, Policy
-from marconi.runtime.policies.marconi import Marconi
-from marconi.runtime.replay import Replay
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
+from marconi.runtime.cache.policies import get_policy, policy_names, register
+from marconi.runtime.cache.policies.base import Admission, Policy
+from marconi.runtime.cache.policies.marconi import Marconi
+from marconi.runtime.sim.replay import Replay
+from marconi.runtime.sim.simulator import run_policy
 from test_runtime_helpers import block_workload, paper_7b_cost, toy_cost, token_workload
 
 # Toy model for the worked examples: 1 B of KV per token, 10 B per state, 1 FLOP per token
@@ -150,8 +150,8 @@ def test_registry_lists_known_policies_and_refuses_unknown_names():
 
 
 def test_a_new_policy_registers_itself_with_the_decorator():
-    from marconi.runtime import policies
-    from marconi.runtime.eviction import LeafLRU
+    from marconi.runtime.cache import policies
+    from marconi.runtime.cache.eviction import LeafLRU
 
     @register("test-only-everything")
     class Everything(Policy):

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.eviction import LeafLRU
-from marconi.runtime.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
+from marconi.runtime.cache.eviction import LeafLRU
+from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
 from marconi.runtime.seq import Seq
 
 KPT, SB = 3, 50          # bytes of KV per token, bytes per checkpoint

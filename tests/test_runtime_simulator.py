@@ -13,11 +13,11 @@ from marconi.layers import LayerKind
 from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.latency import DEVICES, JAMBA_FLOPS_PER_TOKEN
-from marconi.runtime.policies.infinite import Infinite
-from marconi.runtime.policies.marconi import Marconi
-from marconi.runtime.replay import Replay, with_cycle_collector
-from marconi.runtime.simulator import SimResult, run_policy, simulate
+from marconi.runtime.sim.latency import DEVICES, JAMBA_FLOPS_PER_TOKEN
+from marconi.runtime.cache.policies.infinite import Infinite
+from marconi.runtime.cache.policies.marconi import Marconi
+from marconi.runtime.sim.replay import Replay, with_cycle_collector
+from marconi.runtime.sim.simulator import SimResult, run_policy, simulate
 from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost, toy_cost, token_workload
 
 SEQS = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [1, 2, 9], [7, 8]]
@@ -181,8 +181,8 @@ def _chat(n: int = 40, sessions: int = 4):
 
 @pytest.mark.parametrize("policy", ["sglang", "vllm-align", "marconi", "planned"])
 def test_warmup_window_counts_cache_events_and_peak_after_the_boundary(policy):
-    from marconi.runtime.policies import get_policy
-    from marconi.runtime.simulator import summarize
+    from marconi.runtime.cache.policies import get_policy
+    from marconi.runtime.sim.simulator import summarize
     w, cost = _chat(), toy_cost(kv_per_token=2, state=6)
     config = CacheConfig(Capacity.shared(60), block_tokens=2, warmup=0.25,
                          bootstrap_multiplier=1)
@@ -223,7 +223,7 @@ def test_warmup_zero_changes_nothing():
 def test_static_alpha_is_chosen_on_the_counted_window():
     """marconi-static's sweep forks a shared history: with a warm-up its winner is the α
     whose counted token hit rate is highest, as separate replays of each α find."""
-    from marconi.runtime.simulator import summarize
+    from marconi.runtime.sim.simulator import summarize
     w, cost = _chat(60), toy_cost(kv_per_token=2, state=6, attention_np=0.5)
     config = CacheConfig(Capacity.shared(60), warmup=0.5, alpha_grid=(0.0, 0.5, 1.0, 2.0))
     static = run_policy("marconi-static", w, cost, config)

@@ -18,12 +18,12 @@ import pytest
 from marconi.planner.testing import random_workload, toy_cost
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.policies import get_policy, policy_names
-from marconi.runtime.policies.base import Admission
-from marconi.runtime.policies.sglang import SGLangPlus
-from marconi.runtime.replay import Replay
+from marconi.runtime.cache.policies import get_policy, policy_names
+from marconi.runtime.cache.policies.base import Admission
+from marconi.runtime.cache.policies.sglang import SGLangPlus
+from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import make_seq
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.sim.simulator import run_policy
 
 STATE_FREE = toy_cost(kv=10, state=0)
 HYBRID = toy_cost(kv=10, state=200)

@@ -8,8 +8,8 @@ import pytest
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.simulator import run_policy
-from marconi.runtime.trace_stats import prefix_stats
+from marconi.runtime.sim.simulator import run_policy
+from marconi.runtime.sim.trace_stats import prefix_stats
 from marconi.runtime.workload import load_trace
 from test_runtime_helpers import block_workload, paper_7b_cost
 

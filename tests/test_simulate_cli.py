@@ -90,8 +90,8 @@ def _saved_plan(tmp_path, cost, **rules):
     """A runtime.yaml for `cost`, with `rules` changed from the default plan."""
     import dataclasses
 
-    from marconi.planner.rules import default_plan
-    from marconi.planner.serialize import write_plan
+    from marconi.runtime.plan.rules import default_plan
+    from marconi.runtime.plan.plan_file import write_plan
     plan = dataclasses.replace(default_plan(cost.model, cost.fingerprint(), 1, None, 20 * 10**9),
                                **rules)
     path = tmp_path / "runtime.yaml"
@@ -109,10 +109,10 @@ def test_saved_plan_is_replayed_as_planned(hand_built_model, capsys, tmp_path):
     # the saved default plan is bound as is: the policy does not re-plan online
     from marconi.runtime.config import CacheConfig
     from marconi.runtime.capacity import Capacity
-    from marconi.runtime.generators import default_workload
-    from marconi.runtime.policies.planned import Planned
-    from marconi.planner.serialize import load_plan
-    from marconi.runtime.simulator import run_policy
+    from marconi.runtime.sim.generators import default_workload
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.plan.plan_file import load_plan
+    from marconi.runtime.sim.simulator import run_policy
     cost = paper_7b_cost()
     direct = run_policy("planned", default_workload(0), cost,
                         CacheConfig(Capacity.shared(20 * 10**9)),

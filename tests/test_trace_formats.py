@@ -13,9 +13,9 @@ from marconi.cli.render import skipped_note
 from marconi.errors import TraceError
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.simulator import run_policy
+from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.trace_ids import infer_block_size
-from marconi.runtime.trace_stats import prefix_stats
+from marconi.runtime.sim.trace_stats import prefix_stats
 from marconi.runtime.workload import load_trace
 from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from marconi.errors import PlanError, UnsupportedModelError, UserError
-from marconi.runtime.cached_model import CachedModel, wrap
+from marconi.runtime.serve.cached_model import CachedModel, wrap
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.model_adapters import ReferenceAdapter, adapter_for
-from marconi.runtime.policies import get_policy
+from marconi.runtime.serve.model_adapters import ReferenceAdapter, adapter_for
+from marconi.runtime.cache.policies import get_policy
 from wrap_helpers import Script, cost_for, full_logits, left_pad, model_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,12 +56,12 @@ def test_cost_model_must_match_the_cache_it_accounts_for():
 
 
 def _plan_for(cost, capacity: int):
-    from marconi.planner.rules import default_plan
+    from marconi.runtime.plan.rules import default_plan
     return default_plan(cost.model, cost.fingerprint(), 1, None, capacity)
 
 
 def test_plan_for_another_model_is_refused(tmp_path):
-    from marconi.planner.serialize import write_plan
+    from marconi.runtime.plan.plan_file import write_plan
     cost_a, cost_b = cost_for("ref", "qwen3-next-tiny"), cost_for("ref", "nemotron-h-tiny")
     plan = _plan_for(cost_a, 1 << 20)
     path = tmp_path / "runtime.yaml"
@@ -79,7 +79,7 @@ def test_a_plan_made_from_the_config_file_is_accepted(tmp_path):
     """`marconi-plan examples/hf/X` names the model after its folder and wrap after the
     model's name_or_path: the fingerprint compares caches and costs, not names."""
     from marconi.passes import build_cost_model
-    from marconi.planner.serialize import write_plan
+    from marconi.runtime.plan.plan_file import write_plan
     from marconi.spec import load_model
     from marconi.units import DType
     from wrap_helpers import HF_DIR
@@ -243,7 +243,7 @@ def test_wrap_is_public_and_lazy():
     import sys
 
     import marconi
-    from marconi.runtime import cached_model
+    from marconi.runtime.serve import cached_model
     assert marconi.wrap is cached_model.wrap
     code = "import sys, marconi; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,8 +22,8 @@ import zlib
 import pytest
 import torch
 
-from marconi.runtime.cached_model import wrap
-from marconi.runtime.model_adapters import adapter_for
+from marconi.runtime.serve.cached_model import wrap
+from marconi.runtime.serve.model_adapters import adapter_for
 from wrap_helpers import (HF_FAMILIES, LINEAR_SPEC, REF_FAMILIES, Script, cost_for,
                           full_logits, model_for)
 

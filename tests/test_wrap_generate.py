@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from marconi.errors import UserError
-from marconi.runtime.cached_model import CachedModel, wrap
+from marconi.runtime.serve.cached_model import CachedModel, wrap
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.generation import GenerateOutput
-from marconi.runtime.model_adapters import ReferenceAdapter
-from marconi.runtime.policies import get_policy
+from marconi.runtime.serve.generation import GenerateOutput
+from marconi.runtime.serve.model_adapters import ReferenceAdapter
+from marconi.runtime.cache.policies import get_policy
 from wrap_helpers import cost_for, left_pad, model_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

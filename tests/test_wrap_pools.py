@@ -10,9 +10,9 @@ import random
 import pytest
 import torch
 
-from marconi.runtime.cached_model import wrap
-from marconi.runtime.model_adapters.base import TensorSpec
-from marconi.runtime.pools import KVPool, StatePool
+from marconi.runtime.serve.cached_model import wrap
+from marconi.runtime.serve.model_adapters.base import TensorSpec
+from marconi.runtime.serve.pools import KVPool, StatePool
 from wrap_helpers import Script, cost_for, full_logits, model_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

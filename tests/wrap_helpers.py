@@ -122,7 +122,7 @@ class Script:
 @functools.lru_cache(maxsize=None)
 def cost_for(kind: str, name: str):
     """The CostModel `wrap` builds for this model (built once per test session)."""
-    from marconi.runtime.model_adapters import adapter_for
+    from marconi.runtime.serve.model_adapters import adapter_for
     return adapter_for(model_for(kind, name)).cost_model()
 
 

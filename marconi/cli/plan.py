@@ -42,8 +42,8 @@ def run(args) -> int:
     from marconi.passes import build_cost_model
     from marconi.planner.capacity_search import capacity_for_share
     from marconi.planner.job import run_plan_job
-    from marconi.planner.serialize import write_plan
-    from marconi.runtime.generators import default_workload
+    from marconi.runtime.plan.plan_file import write_plan
+    from marconi.runtime.sim.generators import default_workload
     from marconi.runtime.workload import load_trace
     from marconi.units import format_bytes
 
@@ -94,7 +94,7 @@ def used_by_commands(args, job) -> tuple[str, ...]:
     and capacity filled in)."""
     import shlex
 
-    from marconi.planner.serialize import used_by
+    from marconi.runtime.plan.plan_file import used_by
     workload = f"--trace {shlex.quote(args.trace)}" if args.trace else ""
     return used_by(shlex.quote(args.output), model=shlex.quote(args.model),
                    workload=workload, capacity=str(job.capacity_bytes))

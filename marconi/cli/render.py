@@ -52,7 +52,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
 
 def ttft_profile(device: str) -> dict:
     """The latency profile TTFT figures are for, as the JSON report names it."""
-    from marconi.runtime.latency import get_device
+    from marconi.runtime.sim.latency import get_device
     profile = get_device(device)
     return {"name": profile.name, "source": profile.source}
 

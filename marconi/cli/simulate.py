@@ -69,9 +69,9 @@ def run(args) -> int:
     from marconi.passes import build_cost_model
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
-    from marconi.runtime.latency import get_device
-    from marconi.runtime.policies import get_policy
-    from marconi.runtime.simulator import simulate
+    from marconi.runtime.sim.latency import get_device
+    from marconi.runtime.cache.policies import get_policy
+    from marconi.runtime.sim.simulator import simulate
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     for name in policies:
@@ -90,8 +90,8 @@ def run(args) -> int:
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
     bound = None
     if args.plan is not None:
-        from marconi.planner.serialize import load_plan
-        from marconi.runtime.policies.planned import Planned
+        from marconi.runtime.plan.plan_file import load_plan
+        from marconi.runtime.cache.policies.planned import Planned
         bound = {"planned": Planned.with_plan(load_plan(args.plan, cost))}
         if "planned" not in policies:
             policies.append("planned")
@@ -110,7 +110,7 @@ def run(args) -> int:
 
 
 def load_workload(args):
-    from marconi.runtime.generators import default_workload, named_workload
+    from marconi.runtime.sim.generators import default_workload, named_workload
     from marconi.runtime.workload import load_trace
     if args.trace is None:
         workload = default_workload(args.seed)

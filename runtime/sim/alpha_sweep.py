@@ -12,7 +12,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
-from marconi.runtime.replay import Replay, without_cycle_collector
+from marconi.runtime.sim.replay import Replay, without_cycle_collector
 
 _STATE: tuple | None = None          # (history, make_policy, stop, measure) for workers
 

@@ -13,7 +13,7 @@ position inside an edge whose depth is a multiple of `stride`; a dense edge ther
 
 Memory is byte-exact against a `Capacity`: ``kv_bytes_per_token`` per cached token and
 ``state_bytes`` per checkpoint. Eviction is delegated to an `EvictionIndex` (a small strategy
-object, `marconi.runtime.eviction`) that proposes victims without rescanning the tree.
+object, `marconi.runtime.cache.eviction`) that proposes victims without rescanning the tree.
 Requests in flight lock their path (`inc_lock`/`dec_lock`); locked nodes are never evicted,
 and an insert that cannot fit even after evicting everything unlocked is refused (nothing
 is inserted), so occupancy never exceeds capacity.
@@ -100,7 +100,7 @@ class Match(NamedTuple):
 
 
 class EvictionIndex(Protocol):
-    """Strategy that orders eviction candidates (see `marconi.runtime.eviction`)."""
+    """Strategy that orders eviction candidates (see `marconi.runtime.cache.eviction`)."""
 
     def bind(self, cache: PrefixCache) -> None: ...
     def update(self, node: Node) -> None: ...          # node created/changed/removed
@@ -392,7 +392,7 @@ class PrefixCache:
         assert self.capacity.fits(kv, st), (kv, st, self.capacity)
 
     # ------------------------------------------------------------------ payload hooks
-    # A subclass that keeps data beside the tree (runtime/tensor_cache.py: pool slots per
+    # A subclass that keeps data beside the tree (runtime/serve/tensor_cache.py: pool slots per
     # node) overrides these four; the tree, its bytes and its eviction order stay this
     # class's. They do nothing here.
 

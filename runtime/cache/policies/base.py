@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.prefix_cache import Match
+from marconi.runtime.cache.prefix_cache import Match
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
 if TYPE_CHECKING:
-    from marconi.runtime.replay import Replay
-    from marconi.runtime.simulator import SimResult
+    from marconi.runtime.sim.replay import Replay
+    from marconi.runtime.sim.simulator import SimResult
 
 
 class Admission(NamedTuple):
@@ -65,8 +65,8 @@ class Policy:
     def run(cls, workload: Workload, cost: CostModel, config: CacheConfig,
             progress=None) -> SimResult:
         """Replay `workload` once with a fresh instance of this policy."""
-        from marconi.runtime.replay import Replay
-        from marconi.runtime.simulator import summarize
+        from marconi.runtime.sim.replay import Replay
+        from marconi.runtime.sim.simulator import summarize
         policy = cls(cost, config, workload)
         replay = Replay(workload, cost, policy)
         replay.run(progress=progress)

@@ -1,18 +1,18 @@
-"""`planned`: the policy that executes a Plan (marconi.planner.rules) in the PrefixCache."""
+"""`planned`: the policy that executes a Plan (marconi.runtime.plan.rules) in the PrefixCache."""
 
 from __future__ import annotations
 
 import heapq
 from typing import ClassVar
 
-from marconi.planner.ghost import SeenPrefixes
-from marconi.planner.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, PINNED,
+from marconi.runtime.plan.seen import SeenPrefixes
+from marconi.runtime.plan.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, PINNED,
                                    STRIDE, Plan, default_plan)
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.policies import register
-from marconi.runtime.policies.base import Admission, Policy
-from marconi.runtime.policies.marconi import flop_efficiency
-from marconi.runtime.prefix_cache import DROP_STATE, REMOVE
+from marconi.runtime.cache.policies import register
+from marconi.runtime.cache.policies.base import Admission, Policy
+from marconi.runtime.cache.policies.marconi import flop_efficiency
+from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE
 from marconi.runtime.workload import Workload
 
 # when one depth qualifies for several classes, the first listed wins
@@ -24,7 +24,7 @@ class Planned(Policy):
     """Admission and eviction compiled by `marconi-plan` (docs/planner.md).
 
     Admission (`AdmissionRules`), per request, with the prefixes seen so far kept in a ghost
-    index (`planner.ghost.SeenPrefixes`: ids only, not charged to the cache): a state at the
+    index (`runtime.plan.seen.SeenPrefixes`: ids only, not charged to the cache): a state at the
     input's end (block traces: its last full block) and, when outputs are known and the rule
     is on, after the last decoded token, unless the input is fresh (mostly unseen) and fresh
     requests are not admitted; where the input leaves the seen prefixes once they were seen
@@ -163,7 +163,7 @@ class Planned(Policy):
 
     def _plan_online(self, replay, n: int) -> None:
         from marconi.planner.plan import derive_plan
-        from marconi.runtime.replay import with_cycle_collector
+        from marconi.runtime.sim.replay import with_cycle_collector
         cap = self.config.capacity.total_bytes
         if cap is None:
             return
@@ -181,7 +181,7 @@ class Planned(Policy):
 class ClassOffsetLRU:
     """Eviction index for `Planned`: a min-heap on ``last_access + offset[class]``.
 
-    Same conventions as `marconi.runtime.eviction`: `update` bumps the node's stamp and
+    Same conventions as `marconi.runtime.cache.eviction`: `update` bumps the node's stamp and
     pushes a fresh entry (stale ones are skipped), locked nodes met at the top are set
     aside until `release()`, ties go to the older node.
     """

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.pools import KVPool, StatePool
-from marconi.runtime.prefix_cache import Node, PrefixCache, TraceClock
+from marconi.runtime.serve.pools import KVPool, StatePool
+from marconi.runtime.cache.prefix_cache import Node, PrefixCache, TraceClock
 
 
 class TensorPrefixCache(PrefixCache):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from marconi.runtime.eviction import FlopAware
-from marconi.runtime.policies import register
-from marconi.runtime.policies.base import Policy, judicious_admission
+from marconi.runtime.cache.eviction import FlopAware
+from marconi.runtime.cache.policies import register
+from marconi.runtime.cache.policies.base import Policy, judicious_admission
 
 
 def flop_efficiency(cost):
@@ -90,8 +90,8 @@ class Marconi(Policy):
         self.tuning_seconds = time.perf_counter() - t0
 
     def _tune(self, f: int, end: int) -> tuple[float, dict[float, float]]:
-        from marconi.runtime.alpha_sweep import sweep
-        from marconi.runtime.replay import Replay
+        from marconi.runtime.sim.alpha_sweep import sweep
+        from marconi.runtime.sim.replay import Replay
         base = Replay(self.workload, self.cost, self._fixed(0.0))
         base.run(stop=f)
         window_tokens = sum(r.input_tokens for r in self.workload.requests[f:end])
@@ -127,9 +127,9 @@ class MarconiStatic(Policy):
 
     @classmethod
     def run(cls, workload, cost, config, progress=None):
-        from marconi.runtime.alpha_sweep import sweep
-        from marconi.runtime.replay import Replay
-        from marconi.runtime.simulator import summarize
+        from marconi.runtime.sim.alpha_sweep import sweep
+        from marconi.runtime.sim.replay import Replay
+        from marconi.runtime.sim.simulator import summarize
 
         def fixed(alpha):
             return Marconi(cost, config, workload, alpha=alpha, tune=False)

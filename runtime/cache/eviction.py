@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from marconi.runtime.prefix_cache import DROP_STATE, REMOVE, Node, PrefixCache
+from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, Node, PrefixCache
 
 _heappush, _heappop = heapq.heappush, heapq.heappop
 

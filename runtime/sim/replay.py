@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from marconi.passes.cost_model import CostModel
-from marconi.runtime.prefix_cache import PrefixCache, TraceClock
+from marconi.runtime.cache.prefix_cache import PrefixCache, TraceClock
 from marconi.runtime.seq import make_seq
 from marconi.runtime.workload import Workload
 

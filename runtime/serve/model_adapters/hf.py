@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from marconi.errors import UnsupportedModelError
-from marconi.runtime.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
+from marconi.runtime.serve.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
                                                  storage_dtype)
 from marconi.passes.hf import cache_keyword
 from marconi.spec import HFConfig

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from marconi.runtime.model_adapters.base import TensorSpec
+from marconi.runtime.serve.model_adapters.base import TensorSpec
 
 
 def _poison_value(dtype: torch.dtype) -> float:

@@ -2,11 +2,11 @@
 
 Writing a policy
 ----------------
-A policy is a subclass of `marconi.runtime.policies.base.Policy` in a module of this
+A policy is a subclass of `marconi.runtime.cache.policies.base.Policy` in a module of this
 package, registered with the decorator::
 
-    from marconi.runtime.policies import register
-    from marconi.runtime.policies.base import Admission, Policy
+    from marconi.runtime.cache.policies import register
+    from marconi.runtime.cache.policies.base import Admission, Policy
 
     @register("my-policy")
     class MyPolicy(Policy):

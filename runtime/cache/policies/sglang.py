@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from marconi.runtime.eviction import LeafLRU
-from marconi.runtime.policies import register
-from marconi.runtime.policies.base import Policy, judicious_admission
+from marconi.runtime.cache.eviction import LeafLRU
+from marconi.runtime.cache.policies import register
+from marconi.runtime.cache.policies.base import Policy, judicious_admission
 
 
 @register("sglang")

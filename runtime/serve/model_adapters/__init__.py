@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 from marconi.errors import UnsupportedModelError
-from marconi.runtime.model_adapters.base import CacheLayout, ModelAdapter, TensorSpec
-from marconi.runtime.model_adapters.hf import FAMILIES, HFAdapter
-from marconi.runtime.model_adapters.reference import ReferenceAdapter
+from marconi.runtime.serve.model_adapters.base import CacheLayout, ModelAdapter, TensorSpec
+from marconi.runtime.serve.model_adapters.hf import FAMILIES, HFAdapter
+from marconi.runtime.serve.model_adapters.reference import ReferenceAdapter
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (ReferenceAdapter, HFAdapter)
 

@@ -82,7 +82,7 @@ class CacheLayout:
 
 
 class ModelAdapter(abc.ABC):
-    """One model family. Subclasses register in `marconi.runtime.model_adapters.ADAPTERS`."""
+    """One model family. Subclasses register in `marconi.runtime.serve.model_adapters.ADAPTERS`."""
 
     family: str = ""
     continues_prefill: bool = True

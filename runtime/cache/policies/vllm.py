@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from marconi.runtime.eviction import LeafLRU, StateAndLeafLRU
-from marconi.runtime.policies import register
-from marconi.runtime.policies.base import Admission, Policy
+from marconi.runtime.cache.eviction import LeafLRU, StateAndLeafLRU
+from marconi.runtime.cache.policies import register
+from marconi.runtime.cache.policies.base import Admission, Policy
 
 
 @register("vllm-all")

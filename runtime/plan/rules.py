@@ -1,7 +1,7 @@
 """A Plan: the rules an online runtime applies, compiled from the offline optimum.
 
 Three groups, each a frozen dataclass, so that the `planned` policy
-(`marconi.runtime.policies.planned`) reads plain data and `serialize.py` writes it to
+(`marconi.runtime.cache.policies.planned`) reads plain data and `serialize.py` writes it to
 runtime.yaml:
 
 - `AdmissionRules`: which positions of a request get a recurrent-state checkpoint, by reuse

@@ -6,7 +6,7 @@
     cached.stats()                                            # hits, tokens reused, bytes held
 
 `generate` takes transformers' arguments and answers as transformers does
-(runtime/generation.py); it serves the rows of a batch one after another, unpadded.
+(runtime/serve/generation.py); it serves the rows of a batch one after another, unpadded.
 
 Per request (`CachedModel._serve`):
 
@@ -46,12 +46,12 @@ from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.generation import assemble, parse_generation_args, unpad
-from marconi.runtime.model_adapters import ModelAdapter
-from marconi.runtime.pools import KVPool, StatePool
-from marconi.runtime.prefix_cache import TraceClock
+from marconi.runtime.serve.generation import assemble, parse_generation_args, unpad
+from marconi.runtime.serve.model_adapters import ModelAdapter
+from marconi.runtime.serve.pools import KVPool, StatePool
+from marconi.runtime.cache.prefix_cache import TraceClock
 from marconi.runtime.seq import Seq
-from marconi.runtime.tensor_cache import TensorPrefixCache
+from marconi.runtime.serve.tensor_cache import TensorPrefixCache
 from marconi.runtime.workload import Request, Workload
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class CachedModel:
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None,
                  **kwargs):
         """transformers' `model.generate(input_ids, attention_mask, max_new_tokens, …)` for
-        greedy search, through the cache (the contract: runtime/generation.py).
+        greedy search, through the cache (the contract: runtime/serve/generation.py).
 
         input_ids [B, W] left-padded as transformers pads decoder-only models;
         attention_mask [B, W] (1: a real token, 0: padding) or None (inferred from
@@ -443,8 +443,8 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
     cost:     this model's CostModel if already built (`passes.build_cost_model`, "model"
               layout); built here otherwise. Its byte sizes are checked against the cache.
     """
-    from marconi.runtime.model_adapters import adapter_for
-    from marconi.runtime.policies import get_policy
+    from marconi.runtime.serve.model_adapters import adapter_for
+    from marconi.runtime.cache.policies import get_policy
     from marconi.units import parse_capacity
 
     adapter = adapter_for(model)
@@ -468,8 +468,8 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
 
 def _load_plan(plan, cost: CostModel):
     """A Plan from a runtime.yaml path or a Plan, checked against `cost`'s fingerprint."""
-    from marconi.planner.rules import Plan
-    from marconi.planner.serialize import check_model, load_plan
+    from marconi.runtime.plan.rules import Plan
+    from marconi.runtime.plan.plan_file import check_model, load_plan
     if isinstance(plan, Plan):
         check_model(plan, cost, "plan")
         return plan

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from marconi.errors import UnsupportedModelError
 from marconi.passes.reference_model import HybridCache, HybridLM
-from marconi.runtime.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
+from marconi.runtime.serve.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
                                                  storage_dtype)
 from marconi.spec import ModelSpec
 

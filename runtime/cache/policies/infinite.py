@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.eviction import NoEviction
-from marconi.runtime.policies import register
-from marconi.runtime.policies.base import Admission, Policy
+from marconi.runtime.cache.eviction import NoEviction
+from marconi.runtime.cache.policies import register
+from marconi.runtime.cache.policies.base import Admission, Policy
 
 
 @register("infinite")

@@ -31,8 +31,8 @@ import numpy as np
 
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.latency import get_device
-from marconi.runtime.policies import get_policy
+from marconi.runtime.sim.latency import get_device
+from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import yaml
 
 from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
-from marconi.planner.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules, EvictionRules,
+from marconi.runtime.plan.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules, EvictionRules,
                                    MemoryRules, PinnedPrefix, Plan)
 
 def used_by(path: str, model: str = "MODEL", workload: str = "--trace T",
