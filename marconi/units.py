@@ -13,7 +13,7 @@ _DECIMAL = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _CAPACITY_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
-def parse_capacity(text: str | int | float, where: str = "--capacity") -> int:
+def parse_capacity(text: str | int | float, where: str = "capacity") -> int:
     """Parse a capacity into bytes.
 
     Accepts a plain number of bytes (``4e10``, ``1073741824``), binary units (``40GiB``,

@@ -42,5 +42,5 @@ def get_layout(name: str) -> Layout:
     try:
         return LAYOUTS[name]
     except KeyError:
-        raise SpecError("--layout", f"unknown layout {name!r}; expected one of "
+        raise SpecError("layout", f"unknown layout {name!r}; expected one of "
                         f"{', '.join(LAYOUTS)}") from None

@@ -72,7 +72,7 @@ def offline_bound(workload: Workload, cost: CostModel, capacity_bytes: int,
     """Upper bound on FLOP savings of any cache of `capacity_bytes`, and a rounded schedule,
     over the requests after the first `warmup` fraction (`problem` must be built with it)."""
     if method not in METHODS:
-        raise PlanError("--method", f"unknown {method!r}; expected one of {', '.join(METHODS)}")
+        raise PlanError("method", f"unknown {method!r}; expected one of {', '.join(METHODS)}")
     if not check_convex_savings(cost):
         raise PlanError(cost.model, "flops: a hit's saving is not convex in its depth "
                         "(c_np < c_nn + c_pp), so key positions do not bound every position; "

@@ -22,10 +22,10 @@ class Capacity:
 
     def __post_init__(self):
         if self.total_bytes is not None and self.total_bytes <= 0:
-            raise CapacityError("--capacity", f"must be positive, got {self.total_bytes}")
+            raise CapacityError("capacity", f"must be positive, got {self.total_bytes}")
         if self.state_bytes is not None:
             if self.total_bytes is None or not 0 < self.state_bytes < self.total_bytes:
-                raise CapacityError("--state-fraction", "the state pool must be a positive "
+                raise CapacityError("state_fraction", "the state pool must be a positive "
                                     "part of a bounded capacity, smaller than the total")
 
     @classmethod
@@ -36,7 +36,7 @@ class Capacity:
     def split(cls, total_bytes: int, state_fraction: float) -> Capacity:
         """Two pools: `state_fraction` of the bytes for states, the rest for KV."""
         if not 0.0 < state_fraction < 1.0:
-            raise CapacityError("--state-fraction",
+            raise CapacityError("state_fraction",
                                 f"{state_fraction!r}; expected a fraction in (0, 1)")
         return cls(int(total_bytes), int(total_bytes * state_fraction))
 

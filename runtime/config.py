@@ -44,7 +44,7 @@ class CacheConfig:
         for name in ("chunk_tokens", "block_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
-                raise UserError(f"--{name.replace('_tokens', '-size')}",
+                raise UserError(name,
                                 f"{value!r}; expected a positive number of tokens")
         if self.bootstrap_multiplier < 1:
             raise UserError("bootstrap_multiplier", f"{self.bootstrap_multiplier}; expected ≥ 1")
@@ -61,7 +61,7 @@ class CacheConfig:
         if tokens is None:
             return None
         if tokens % block:
-            raise UserError("--chunk-size", f"{tokens} tokens is not a multiple of the trace's "
+            raise UserError("chunk_tokens", f"{tokens} tokens is not a multiple of the trace's "
                             f"{block}-token block; expected a multiple of {block}")
         return tokens
 

@@ -183,3 +183,19 @@ def test_text_tables_mark_undefined_numbers():
     out = table(["policy", "hit"], [["a", 0.25], ["bound", float("nan")]]).splitlines()
     assert out[-1].endswith("—") and "nan" not in out[-1]
     assert len(out[-1]) == len(out[-2])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["simulate", "M", "--capacity", "lots"], "--capacity"),
+    (["simulate", "M", "--capacity", "1GB", "--state-fraction", "1.5"], "--state-fraction"),
+    (["simulate", "M", "--capacity", "1GB", "--device", "tpu"], "--device"),
+    (["simulate", "M", "--capacity", "1GB", "--trace", "builtin:nope"], "--trace"),
+    (["simulate", "M", "--capacity", "1GB", "--policy", "lru"], "--policy"),
+])
+def test_library_errors_name_parameters_and_the_cli_its_flags(argv, flag, capsys):
+    """The library names its parameters (it is called from Python too); the CLI maps each
+    to the flag that set it."""
+    model = str(REPO / "examples" / "models" / "marconi-7b-hybrid.yaml")
+    code = main([a if a != "M" else model for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith(f"marconi-plan: {flag}: "), err

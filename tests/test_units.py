@@ -19,7 +19,7 @@ def test_bad_capacity_is_one_clear_line(text):
     with pytest.raises(CapacityError) as e:
         parse_capacity(text)
     msg = str(e.value)
-    assert msg.startswith("--capacity: ") and "\n" not in msg
+    assert msg.startswith("capacity: ") and "\n" not in msg     # the CLI says --capacity
 
 
 def test_format_bytes():

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141                          # 128 + SIGPIPE, as a shell pipeline expects
     except UserError as e:
-        return fail("input", 2, e, " ".join(str(e).splitlines()))     # one line, always
+        return fail("input", 2, e, " ".join(as_flags(e).splitlines()))     # one line, always
     except SolverError as e:
         return fail("solver", 1, e, f"solver failure: {e}")
     except KeyboardInterrupt as e:
@@ -120,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: exit 1 with context
         traceback.print_exc(file=sys.stderr)
         return fail("internal", 1, e, f"internal error: {type(e).__name__}: {e}")
+
+
+# library parameters → the flags that set them (the library names its parameters, since it
+# is also called from Python, e.g. by marconi.wrap; the command line speaks in flags)
+FLAGS = {"capacity": "--capacity", "state_fraction": "--state-fraction",
+         "chunk_tokens": "--chunk-size", "block_tokens": "--vllm-block-size",
+         "device": "--device", "builtin_workload": "--trace", "method": "--method",
+         "layout": "--layout", "policy": "--policy", "warmup": "--warmup",
+         "recency": "--recency", "bootstrap_multiplier": "--bootstrap-multiplier"}
+
+
+def as_flags(error: UserError) -> str:
+    """The error's message with a parameter name it starts with replaced by its flag."""
+    flag = FLAGS.get(error.where)
+    return f"{flag}: {error.message}" if flag else str(error)
 
 
 def wants_json(argv: list[str]) -> bool:

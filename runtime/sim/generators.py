@@ -192,7 +192,7 @@ def named_workload(name: str, seed: int = 0) -> Workload:
     try:
         specs = _NAMED[name]
     except KeyError:
-        raise UserError("--trace", f"unknown built-in workload {name!r}; expected one of "
+        raise UserError("builtin_workload", f"unknown built-in workload {name!r}; expected one of "
                         f"{', '.join(workload_names())}") from None
     return generate(specs, seed=seed, name=f"builtin:{name}")
 

@@ -62,5 +62,5 @@ def get_device(name: str) -> DeviceProfile:
     try:
         return DEVICES[name]
     except KeyError:
-        raise UserError("--device", f"unknown device {name!r}; expected one of "
+        raise UserError("device", f"unknown device {name!r}; expected one of "
                         f"{', '.join(sorted(DEVICES))}") from None

@@ -74,7 +74,7 @@ def policy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_policy(name: str, where: str = "--policy") -> type:
+def get_policy(name: str, where: str = "policy") -> type:
     """The policy class registered as `name`."""
     _discover()
     try:
