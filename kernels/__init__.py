@@ -23,9 +23,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    # torch ops (dispatching), and passes' scans on the Triton kernels
+    # torch ops (dispatching)
     "mamba2_scan_ckpt": "ops", "mamba1_scan_ckpt": "ops", "conv1d_ckpt": "ops",
-    "install_kernels": "ops",
     # state and KV movement (dispatching)
     "copy_states": "pool_copy", "pool_copy_plan": "pool_copy", "PoolCopyPlan": "pool_copy",
     "gather_kv": "kv_copy", "scatter_kv": "kv_copy", "kv_copy_plan": "kv_copy",

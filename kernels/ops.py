@@ -19,8 +19,8 @@ not counted) so that a model traced with or without checkpoint emission costs th
 emitting a state is a store, not arithmetic, in the recurrent form. The conv counts
 2·B·T·C·W like torch's conv formula (bias and silu, elementwise, are not counted).
 
-`install_kernels(device)` puts the Triton scans under passes' `marconi::ssd_scan` and
-`marconi::selective_scan` for one device type, so the reference hybrid model runs on them.
+`marconi.passes.ops.install_kernels(device)` puts the Triton scans under passes'
+`marconi::ssd_scan` and `marconi::selective_scan` (kernels never import passes).
 """
 
 from __future__ import annotations
@@ -149,32 +149,3 @@ def conv1d_ckpt(x: Tensor, weight: Tensor, bias: Tensor | None = None, state: Te
                 ckpt_pool: Tensor | None = None, silu: bool = False) -> tuple[Tensor, Tensor]:
     """`marconi::causal_conv1d_ckpt` with keyword defaults (shapes in `causal_conv`)."""
     return causal_conv1d_ckpt_op(x, weight, bias, state, ckpt_pos, ckpt_slot, ckpt_pool, silu)
-
-
-# ---------------------------------------------------------------- passes' ops on these kernels
-
-def _passes_ssd_scan(x, dt, A, Bm, Cm, h0):
-    return ssd_scan_ckpt(x, dt, A, Bm, Cm, h0)
-
-
-def _passes_selective_scan(x, dt, A, Bm, Cm, h0):
-    return selective_scan_ckpt(x, dt, A, Bm, Cm, h0)
-
-
-PASSES_KERNELS = {"marconi::ssd_scan": _passes_ssd_scan,
-                  "marconi::selective_scan": _passes_selective_scan}
-
-
-def install_kernels(device: str = "cuda") -> tuple[str, ...]:
-    """Serve passes' `marconi::ssd_scan` / `marconi::selective_scan` with the Triton scans on
-    `device` ("cuda"; "cpu" only makes sense under TRITON_INTERPRET=1). Same signatures and
-    results (y in x.dtype, final state in h0.dtype). Returns the op names it registered."""
-    import marconi.passes.ops  # noqa: F401  (defines the ops)
-    for name, fn in PASSES_KERNELS.items():
-        if (name, device) not in _INSTALLED:
-            torch.library.register_kernel(name, device, fn)
-            _INSTALLED.add((name, device))
-    return tuple(PASSES_KERNELS)
-
-
-_INSTALLED: set[tuple[str, str]] = set()

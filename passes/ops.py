@@ -19,6 +19,9 @@ per-element counts below follow the sequential recurrences written in the eager 
 CPU SDPA (`aten._scaled_dot_product_flash_attention_for_cpu`) has no FLOP formula in torch;
 `register_cpu_sdpa_formula()` adds one that counts a causal call at the score entries it
 computes (about half the dense matrix, planning-and-kernels.md §1.3).
+
+`install_kernels(device)` serves the two scans with the Triton kernels of `marconi.kernels`
+on one device type; the fake impls and FLOP formulas stay these.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
+
+# the package is light: each kernel module (and Triton) loads on first attribute access
+import marconi.kernels as kernels
 
 
 def _prod(shape) -> int:
@@ -296,3 +302,28 @@ def register_cpu_sdpa_formula() -> None:
     from torch.utils.flop_counter import flop_registry
     if _CPU_SDPA not in flop_registry:
         register_flop_formula(_CPU_SDPA, get_raw=True)(_cpu_sdpa_flops)
+
+
+# ---------------------------------------------------------------- the scans on the Triton kernels
+
+def _without_checkpoints(scan):
+    """A kernel of the checkpointing scan `scan` with this module's scan signature."""
+    def kernel(x, dt, A, Bm, Cm, h0):
+        return scan(x, dt, A, Bm, Cm, h0)
+    return kernel
+
+
+def install_kernels(device: str = "cuda") -> tuple[str, ...]:
+    """Serve `marconi::ssd_scan` / `marconi::selective_scan` with the Triton scans on
+    `device` ("cuda"; "cpu" only makes sense under TRITON_INTERPRET=1). Same signatures and
+    results (y in x.dtype, final state in h0.dtype). Returns the op names it registered."""
+    scans = {"marconi::ssd_scan": kernels.ssd_scan_ckpt,
+             "marconi::selective_scan": kernels.selective_scan_ckpt}
+    for name, scan in scans.items():
+        if (name, device) not in _INSTALLED:
+            torch.library.register_kernel(name, device, _without_checkpoints(scan))
+            _INSTALLED.add((name, device))
+    return tuple(scans)
+
+
+_INSTALLED: set[tuple[str, str]] = set()

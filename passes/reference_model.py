@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from marconi.layers import PARAMS, LayerKind, LayerParams
+from marconi.passes.ops import install_kernels
 from marconi.passes.ref_attention import MLA, Attention
 from marconi.passes.ref_common import CacheDtypes, RMSNorm, default_dtype
 from marconi.passes.ref_ffn import MLP, MoE
@@ -134,7 +135,6 @@ def _serve_scans_with_triton() -> None:
         import triton  # noqa: F401
     except ImportError:
         return          # no Triton: the eager references serve CUDA tensors too
-    from marconi.kernels.ops import install_kernels
     install_kernels("cuda")
 
 

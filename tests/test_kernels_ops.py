@@ -181,9 +181,10 @@ CASES = {"ops-triton-path": "ops", "reference-model-on-kernels": "model"}
 
 def check(case: str) -> dict:
     """Runs in the interpreter child: the ops' Triton path, and HybridLM before/after
-    `install_kernels("cpu")`, prefill and prefill-then-continue."""
+    `passes.ops.install_kernels("cpu")`, prefill and prefill-then-continue."""
     from marconi.kernels import ops as kops
     from marconi.kernels._triton import use_triton
+    from marconi.passes.ops import install_kernels
     if case == "ops":
         assert use_triton(torch.zeros(1))
         table = checkpoint_table([[0, 7, 16, 20], [13]], [[0, 1, 2, 3], [4]], 20)
@@ -220,7 +221,7 @@ def check(case: str) -> dict:
         ref_full, _ = model(ids)
         ref_head, cache = model(ids[:, :17])
         ref_tail, _ = model(ids[:, 17:], cache)
-        installed = kops.install_kernels("cpu")
+        installed = install_kernels("cpu")
         full, _ = model(ids)
         head, cache = model(ids[:, :17])
         tail, _ = model(ids[:, 17:], cache)
