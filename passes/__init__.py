@@ -1,14 +1,28 @@
 """marconi.passes: build a hybrid model without memory, trace it, derive a CostModel.
 
-Entry point: `build_cost_model(source, dtype=None, state_dtype=None, layout="model")`.
+Entry point: `build_cost_model(source, dtype=None, state_dtype=None, layout="model")`,
+defined in `passes.analyze` and re-exported here.
+
+Importing this package imports nothing heavy: the planner and the simulator read
+`passes.cost_model` without torch, so `build_cost_model` (torch, torch.export) loads its
+module on first use, as `marconi.kernels` does for Triton.
 """
 
+from __future__ import annotations
 
-def build_cost_model(source, dtype=None, state_dtype=None, layout="model"):
-    """CostModel for a `ModelSpec` (model.yaml) or `HFConfig` (config.json).
+import importlib
 
-    `dtype`/`state_dtype` (`marconi.units.DType`) override the spec's storage dtypes;
-    `layout` is "model" (what the model's own cache allocates) or an engine layout.
-    """
-    from marconi.passes.analyze import build_cost_model as _build
-    return _build(source, dtype=dtype, state_dtype=state_dtype, layout=layout)
+_EXPORTS = {"build_cost_model": "analyze"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'marconi.passes' has no attribute {name!r}")
+    module = importlib.import_module(f"marconi.passes.{_EXPORTS[name]}")
+    return getattr(module, name)
+
+
+def __dir__():
+    return __all__

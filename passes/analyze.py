@@ -30,7 +30,8 @@ from marconi.errors import SpecError, UnsupportedModelError
 from marconi.layers import LayerKind, show_int
 from marconi.passes.cost_model import CostModel, LayerCost
 from marconi.passes.fit import FitError, fit_many
-from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer
+from marconi.passes.hf import build_hf_cost_model
+from marconi.passes.layer_analysis import LayerAnalysis, analyze_layer, layer_cost
 from marconi.passes.layout import Layout, get_layout
 from marconi.passes.ops import register_cpu_sdpa_formula
 from marconi.passes.reference_model import LAYERS, HybridCache, HybridLM, spec_dtypes
@@ -52,7 +53,6 @@ def build_cost_model(source: ModelSpec | HFConfig, dtype: DType | None = None,
     1 TiB per checkpoint: `check_sizes`)."""
     register_cpu_sdpa_formula()
     if isinstance(source, HFConfig):
-        from marconi.passes.hf import build_hf_cost_model
         cost = build_hf_cost_model(source, dtype=dtype, state_dtype=state_dtype, layout=layout)
         check_sizes(cost, lambda layer: (f"{source.path or source.name}: {layer.name}", ""))
     elif isinstance(source, ModelSpec):
@@ -216,17 +216,3 @@ def _layer_cost(ls: LayerSpec, analysis: LayerAnalysis, layout: Layout) -> Layer
     sizes = analysis.sizes(layout)
     return layer_cost(ls.index, analysis.classification.kind, analysis.classification.label,
                       f"layers.{ls.index}.mixer", sizes, analysis.flops)
-
-
-def layer_cost(index: int, kind: LayerKind, label: str, name: str, sizes: LayerSizes,
-               flops) -> LayerCost:
-    if sizes.window and flops.c_np != 2 * flops.c_nn:
-        # LayerCost.prefill_flops caps score entries; that needs the quadratic part to be
-        # exactly c·(n·p + n²/2), i.e. to come from causal score entries alone
-        raise UnsupportedModelError(f"layers[{index}]", "sliding-window layer whose quadratic "
-                                    "FLOPs are not causal score entries; expected c_np = 2·c_nn")
-    return LayerCost(index=index, kind=kind, name=name,
-                     kv_bytes_per_token=sizes.kv_bytes_per_token,
-                     recurrent_state_bytes=sizes.recurrent_state_bytes,
-                     conv_state_bytes=sizes.conv_state_bytes, window=sizes.window,
-                     flops=flops, label=label)

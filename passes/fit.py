@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Callable, Sequence
 
-from marconi.passes.cost_model import FlopPoly
+from marconi.passes.cost_model import FlopPoly, causal_entries
 
 # (n, p) samples: a triangle of the grid (unisolvent for degree 2), n, p ≥ 2 because the
 # traced graph's dynamic dims start at 2, and p + n ≤ 7 so that sliding windows of ≥ 7
@@ -66,8 +66,6 @@ def fit_windowed(samples: dict[tuple[int, int], int], span: int) -> FlopPoly:
     so the uncapped polynomial has c_nn = c_e/2 and c_np = c_e (what
     `LayerCost.prefill_flops` assumes when it applies the window).
     """
-    from marconi.passes.cost_model import causal_entries
-
     def basis(n, p):
         return [Fraction(n), Fraction(2 * causal_entries(n, p, span) - n) / 2, Fraction(p),
                 Fraction(p * p), Fraction(1)]

@@ -33,11 +33,11 @@ import torch
 
 from marconi.errors import SpecError, UnsupportedModelError
 from marconi.layers import LayerKind, show_int
-from marconi.passes.analyze import layer_cost
 from marconi.passes.cost_model import CostModel, FlopPoly
 from marconi.passes.fit import FitError, fit_many
 from marconi.passes.graph_passes import OP_RULES, ROUTERS, PLUMBING
 from marconi.passes.hf_kernels import ATTENTION_NAME, register_attention, substitute_kernels
+from marconi.passes.layer_analysis import layer_cost
 from marconi.passes.layout import get_layout
 from marconi.passes.module_recorder import ModuleRecorder, is_under, matmul_packets
 from marconi.passes.state_size import CacheTensor, LayerSizes, measure_sizes

@@ -1,7 +1,8 @@
 """One traced layer → kind, cache sizes and exact FLOP polynomial (the graph route).
 
 Runs the passes of `passes.graph_passes` over a `TracedLayer`: classification, state
-annotation, then the FLOP interpreter at the sample points of `passes.fit`.
+annotation, then the FLOP interpreter at the sample points of `passes.fit`. `layer_cost`
+turns one layer's sizes and FLOPs into its `LayerCost` (both routes: spec and HF).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from marconi.errors import UnsupportedModelError
-from marconi.passes.cost_model import FlopPoly
+from marconi.layers import LayerKind
+from marconi.passes.cost_model import FlopPoly, LayerCost
 from marconi.passes.fit import CHECK_POINTS, FIT_POINTS, FitError, fit_poly, fit_windowed
 from marconi.passes.graph_passes import (Classification, StateInfo, annotate_state,
                                          classify_layer, count_flops)
@@ -57,3 +59,17 @@ def analyze_layer(traced: TracedLayer, where: str) -> LayerAnalysis:
         raise UnsupportedModelError(where, f"sliding window of {kind.window} keys but the "
                                     f"cache holds {held} tokens; expected {kind.window - 1}")
     return analysis
+
+
+def layer_cost(index: int, kind: LayerKind, label: str, name: str, sizes: LayerSizes,
+               flops) -> LayerCost:
+    if sizes.window and flops.c_np != 2 * flops.c_nn:
+        # LayerCost.prefill_flops caps score entries; that needs the quadratic part to be
+        # exactly c·(n·p + n²/2), i.e. to come from causal score entries alone
+        raise UnsupportedModelError(f"layers[{index}]", "sliding-window layer whose quadratic "
+                                    "FLOPs are not causal score entries; expected c_np = 2·c_nn")
+    return LayerCost(index=index, kind=kind, name=name,
+                     kv_bytes_per_token=sizes.kv_bytes_per_token,
+                     recurrent_state_bytes=sizes.recurrent_state_bytes,
+                     conv_state_bytes=sizes.conv_state_bytes, window=sizes.window,
+                     flops=flops, label=label)

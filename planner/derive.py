@@ -25,7 +25,7 @@ from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import OfflineProblem
 from marconi.runtime.plan.rules import (AdmissionRules, EvictionRules, MemoryRules,
                                    PinnedPrefix, Plan)
-from marconi.planner.schedule import MISS
+from marconi.planner.schedule import MISS, occupancy
 from marconi.runtime.workload import Workload
 
 RULES = ("input_end", "output_end", "branch", "stride")
@@ -176,7 +176,6 @@ def _pins(problem: OfflineProblem, workload: Workload, hits: np.ndarray, max_pin
 
 
 def _state_share(problem: OfflineProblem, hits: np.ndarray) -> float:
-    from marconi.planner.schedule import occupancy
     occ = occupancy(problem, hits)
     R = problem.n_requests
     diff = np.zeros(R + 1)

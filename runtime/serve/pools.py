@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+# the package is light: each kernel module (and Triton) loads on first attribute access
+import marconi.kernels as kernels
 from marconi.runtime.serve.model_adapters.base import TensorSpec
 
 
@@ -101,9 +103,8 @@ class KVPool:
         n = slots.numel()
         if n == 0:
             return
-        from marconi.kernels import scatter_kv
         work = [r.contiguous() for r in rows]
-        scatter_kv(list(zip(self.buffers, work)), *self._table(slots), n)
+        kernels.scatter_kv(list(zip(self.buffers, work)), *self._table(slots), n)
 
     def read(self, slots: Tensor) -> list[Tensor]:
         """Fresh tensors [n, *row] holding the KV of `slots`, one per KV tensor."""
@@ -111,8 +112,7 @@ class KVPool:
         work = [torch.empty(n, *s.row, dtype=s.dtype, device=b.device)
                 for s, b in zip(self.specs, self.buffers)]
         if n:
-            from marconi.kernels import gather_kv
-            gather_kv(list(zip(self.buffers, work)), *self._table(slots), n)
+            kernels.gather_kv(list(zip(self.buffers, work)), *self._table(slots), n)
         return work
 
     def _table(self, slots: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,7 +165,6 @@ class StatePool:
         return work
 
     def _copy(self, pairs, src: int, dst: int) -> None:
-        from marconi.kernels import copy_states
         device = pairs[0][0].device
-        copy_states(pairs, torch.tensor([src], dtype=torch.int64, device=device),
-                    torch.tensor([dst], dtype=torch.int64, device=device))
+        kernels.copy_states(pairs, torch.tensor([src], dtype=torch.int64, device=device),
+                            torch.tensor([dst], dtype=torch.int64, device=device))

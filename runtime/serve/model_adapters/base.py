@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from marconi.errors import UnsupportedModelError
+from marconi.passes import build_cost_model
 from marconi.passes.cost_model import CostModel
 from marconi.spec import HFConfig, ModelSpec
 from marconi.units import DType
@@ -111,7 +112,6 @@ class ModelAdapter(abc.ABC):
 
     def cost_model(self) -> CostModel:
         """CostModel of this model in its own cache layout (sizes equal `layout()`)."""
-        from marconi.passes import build_cost_model
         return build_cost_model(self.source(), layout="model")
 
     @abc.abstractmethod

@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from marconi.errors import UnsupportedModelError
-from marconi.runtime.serve.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
-                                                 storage_dtype)
+from marconi.passes import build_cost_model
 from marconi.passes.hf import cache_keyword
+from marconi.runtime.serve.model_adapters.base import (CacheLayout, ModelAdapter, TensorSpec,
+                                                       storage_dtype)
 from marconi.spec import HFConfig
 
 
@@ -100,7 +101,6 @@ class HFAdapter(ModelAdapter):
         return getattr(self.model.config, "max_position_embeddings", None)
 
     def cost_model(self):
-        from marconi.passes import build_cost_model
         layout = self.layout()
         kv = layout.kv[0].dtype if layout.kv else self.model.dtype
         state = next((s.dtype for s in layout.states if s.role == "recurrent"), kv)
