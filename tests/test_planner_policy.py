@@ -15,7 +15,7 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.policies.planned import Planned
-from marconi.runtime.cache.prefix_cache import DROP_STATE
+from marconi.runtime.cache.tree import DROP_STATE
 from marconi.runtime.sim.replay import Replay
 from marconi.runtime.workload import Request, Workload
 

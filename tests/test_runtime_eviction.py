@@ -11,7 +11,8 @@ from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.eviction import FlopAware, LeafLRU, StateAndLeafLRU
 from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
 from marconi.runtime.cache.policies.marconi import Marconi
-from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, TraceClock
 from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import Seq
 from test_runtime_helpers import paper_7b_cost, token_workload

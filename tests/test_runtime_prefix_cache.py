@@ -9,9 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marconi.runtime.capacity import Capacity
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.eviction import LeafLRU
-from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, PrefixCache, TraceClock
+from marconi.runtime.cache.dense_cache import DenseCache
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, TraceClock
 from marconi.runtime.seq import Seq
+from test_runtime_helpers import paper_7b_cost, token_workload
 
 KPT, SB = 3, 50          # bytes of KV per token, bytes per checkpoint
 
@@ -21,9 +26,12 @@ def tseq(ids) -> Seq:
     return Seq(ids, len(ids), len(ids), len(ids), 1)
 
 
-def make_cache(capacity=None, stride=None, state=None) -> PrefixCache:
+def make_cache(capacity=None, stride=None, state=None) -> PrefixCache | DenseCache:
+    """The radix cache, or with a `stride` the dense per-block one."""
     cap = Capacity.unbounded() if capacity is None else Capacity(capacity, state)
-    return PrefixCache(KPT, SB, cap, LeafLRU(), TraceClock(), stride=stride)
+    if stride is None:
+        return PrefixCache(KPT, SB, cap, LeafLRU(), TraceClock())
+    return DenseCache(KPT, SB, cap, LeafLRU(), TraceClock(), stride=stride)
 
 
 class NaiveCache:
@@ -206,10 +214,14 @@ def test_clone_is_independent_and_equal():
 
 # ------------------------------------------------------------------ state-free caches
 
-def make_state_free(capacity=None, stride=None, hit_grid=None, block=1) -> PrefixCache:
+def make_state_free(capacity=None, stride=None, hit_grid=None,
+                    block=1) -> PrefixCache | DenseCache:
     cap = Capacity.unbounded() if capacity is None else Capacity.shared(capacity)
-    return PrefixCache(KPT, 0, cap, LeafLRU(), TraceClock(), stride=stride, block=block,
-                       state_free=True, hit_grid=hit_grid)
+    if stride is None:
+        return PrefixCache(KPT, 0, cap, LeafLRU(), TraceClock(), state_free=True,
+                           hit_grid=hit_grid)
+    return DenseCache(KPT, 0, cap, LeafLRU(), TraceClock(), state_free=True,
+                      hit_grid=hit_grid, stride=stride, block=block)
 
 
 class NaiveKVCache:
@@ -312,6 +324,27 @@ def test_state_free_dense_leaves_are_trimmed_without_states():
     cache.check()
 
 
-def test_a_state_free_cache_refuses_state_bytes():
+@pytest.mark.parametrize("cls, options", [(PrefixCache, {}), (DenseCache, {"stride": 2})],
+                         ids=["radix", "dense"])
+def test_a_state_free_cache_refuses_state_bytes(cls, options):
     with pytest.raises(ValueError, match="state-free"):
-        PrefixCache(KPT, SB, Capacity.unbounded(), LeafLRU(), state_free=True)
+        cls(KPT, SB, Capacity.unbounded(), LeafLRU(), state_free=True, **options)
+
+
+# ------------------------------------------------------------------ which cache a policy keeps
+
+@pytest.mark.parametrize("name, cls", [
+    pytest.param("vllm-all", DenseCache, id="vllm-all"),
+    pytest.param("infinite", DenseCache, id="infinite"),
+    pytest.param("vllm-align", PrefixCache, id="vllm-align"),
+    pytest.param("sglang", PrefixCache, id="sglang"),
+    pytest.param("marconi", PrefixCache, id="marconi"),
+    pytest.param("planned", PrefixCache, id="planned"),
+])
+def test_policies_choose_their_cache_class(name, cls):
+    """The per-block baselines keep the dense cache, every other policy the radix one."""
+    policy = get_policy(name)(paper_7b_cost(), CacheConfig(Capacity.shared(10**9)),
+                              token_workload([[1, 2, 3]]))
+    cache = policy.make_cache()
+    assert type(cache) is cls and policy.cache_class is cls
+    assert cache.state_free is False and cache.sb == paper_7b_cost().state_bytes()

@@ -1,4 +1,4 @@
-"""Eviction indices: strategy objects that tell a `PrefixCache` what to evict next.
+"""Eviction indices: strategy objects that tell a cache (`PrefixTree`) what to evict next.
 
 The cache calls ``update(node)`` whenever a node is created, removed, refreshed, gains or
 loses a child or a checkpoint; ``victim()`` then returns the next unlocked victim and the
@@ -21,20 +21,25 @@ from typing import Callable
 
 import numpy as np
 
-from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE, Node, PrefixCache
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Node, PrefixTree
 
 _heappush, _heappop = heapq.heappush, heapq.heappop
 
 
-class _Heaps:
-    """Shared plumbing: stamps, candidate counting, compaction of stale entries."""
+class HeapIndex:
+    """The shared plumbing of every index: lazy-deletion heaps of
+    ``(key…, uid, stamp, node)`` entries, candidate counting, compaction of stale entries
+    once the first heap holds over 4× the live candidates (+4096), locked tops held back
+    until `release`. A subclass lists its heaps (`_heaps`), files entries in `update` (after
+    `_count`) and picks among the live tops (`_top`) in `victim`.
+    """
 
     def __init__(self):
-        self.cache: PrefixCache | None = None
+        self.cache: PrefixTree | None = None
         self._held: list[tuple[list, tuple]] = []
         self._n = 0                                         # live candidates
 
-    def bind(self, cache: PrefixCache) -> None:
+    def bind(self, cache: PrefixTree) -> None:
         self.cache = cache
 
     def release(self) -> None:
@@ -78,7 +83,7 @@ class _Heaps:
         return None
 
 
-class LeafLRU(_Heaps):
+class LeafLRU(HeapIndex):
     """Least recently used leaf first; ties: the older node. Victims are `REMOVE`d.
 
     This is SGLang's `evict` over leaves (and the paper's SGLang+ and vLLM+ baselines,
@@ -104,7 +109,7 @@ class LeafLRU(_Heaps):
         return None if entry is None else (entry[-1], REMOVE)
 
 
-class StateAndLeafLRU(_Heaps):
+class StateAndLeafLRU(HeapIndex):
     """Two LRU lists, as vLLM's one free-block queue holds KV and state blocks alike.
 
     KV list: leaves by path recency (`last_access`) → `REMOVE`. State list: every node with
@@ -140,7 +145,7 @@ class StateAndLeafLRU(_Heaps):
         return None if kv is None else (kv[-1], REMOVE)
 
 
-class NoEviction(_Heaps):
+class NoEviction(HeapIndex):
     """For unbounded caches: never proposes a victim."""
 
     def _heaps(self):
@@ -153,13 +158,13 @@ class NoEviction(_Heaps):
         return None
 
 
-class FlopAware(_Heaps):
+class FlopAware(HeapIndex):
     """Marconi's eviction (paper §4.2, Eq. 2): evict the candidate with the lowest
 
         S(n) = norm(recency(n)) + α · norm(flop_efficiency(n))
 
     over candidates = nodes holding a checkpoint with at most one child (leaves, in a
-    state-free cache, which holds no checkpoints: `PrefixCache.state_free`). `norm` is min-max
+    state-free cache, which holds no checkpoints: `PrefixTree.state_free`). `norm` is min-max
     over all candidates (locked ones included); a term whose values are all equal
     normalises to 1 (as the artifact's `_normalize`). Ties: older `last_access`, then older
     node. A leaf victim is `REMOVE`d; a single-child one loses its state and merges into its
@@ -213,7 +218,7 @@ class FlopAware(_Heaps):
         self._leaves = False                        # candidates are leaves (state-free)
         self.alpha = alpha
 
-    def bind(self, cache: PrefixCache) -> None:
+    def bind(self, cache: PrefixTree) -> None:
         super().bind(cache)
         self._leaves = cache.state_free
 

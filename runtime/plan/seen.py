@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from marconi.runtime.cache.prefix_cache import common_prefix
+from marconi.runtime.seq import common_prefix
 
 
 class Sighting(NamedTuple):

@@ -49,7 +49,8 @@ from marconi.runtime.config import CacheConfig
 from marconi.runtime.serve.generation import assemble, parse_generation_args, unpad
 from marconi.runtime.serve.model_adapters import ModelAdapter
 from marconi.runtime.serve.pools import KVPool, StatePool
-from marconi.runtime.cache.prefix_cache import TraceClock
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import TraceClock
 from marconi.runtime.seq import Seq
 from marconi.runtime.serve.tensor_cache import TensorPrefixCache
 from marconi.runtime.workload import Request, Workload
@@ -139,10 +140,11 @@ class CachedModel:
         if self.capacity.total_bytes is None:
             raise UserError("policy", f"{self.policy.name!r} has no capacity limit; expected "
                             "a policy that fits a bounded capacity")
-        if self.policy.stride() is not None:
-            raise UserError("policy", f"{self.policy.name!r} keeps a state every "
-                            f"{self.policy.stride()} ids inside edges, which the wrapper does "
-                            "not store; expected a policy without dense checkpoints")
+        if self.policy.cache_class is not PrefixCache:
+            raise UserError("policy", f"{self.policy.name!r} keeps a state every block "
+                            f"inside edges (a {self.policy.cache_class.__name__}), which the "
+                            "wrapper does not store; expected a policy without dense "
+                            "checkpoints")
         kpt, sb = layout.kv_bytes_per_token, layout.state_bytes
         kv_tokens = int(self.capacity.kv_limit // kpt) if kpt else 0
         state_slots = int(self.capacity.state_limit // sb) if sb else 0

@@ -12,8 +12,8 @@ dropped checkpoint frees its state slot, and a node that leaves the tree frees e
 it held. New nodes and checkpoints get their slots from `attach` after an insert, from the
 working cache of the request that inserted them.
 
-Dense per-stride checkpoints (`stride`) are not supported: they would need a state at every
-grid position inside an edge.
+It is a radix cache: the per-block baselines' `DenseCache`, with a state at every grid
+position inside an edge, has no tensor twin (the wrapper refuses those policies).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from torch import Tensor
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.serve.pools import KVPool, StatePool
-from marconi.runtime.cache.prefix_cache import Node, PrefixCache, TraceClock
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import Node, TraceClock
 
 
 class TensorPrefixCache(PrefixCache):

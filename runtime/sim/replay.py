@@ -1,4 +1,4 @@
-"""Replay: push a workload's requests through one policy's `PrefixCache`, in arrival order.
+"""Replay: push a workload's requests through one policy's cache, in arrival order.
 
 Per request (as the paper's simulator, background/marconi.md §5 "How arrivals are used"):
 the clock moves to the arrival time; the input is matched (the hit is recorded); the
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from marconi.passes.cost_model import CostModel
-from marconi.runtime.cache.prefix_cache import PrefixCache, TraceClock
+from marconi.runtime.cache.tree import PrefixTree
 from marconi.runtime.seq import make_seq
 from marconi.runtime.workload import Workload
 
@@ -32,15 +32,11 @@ Progress = Callable[[int, int], None]
 
 class Replay:
     def __init__(self, workload: Workload, cost: CostModel, policy,
-                 cache: PrefixCache | None = None):
+                 cache: PrefixTree | None = None):
         self.workload = workload
         self.cost = cost
         self.policy = policy
-        self.cache = cache if cache is not None else PrefixCache(
-            cost.kv_bytes_per_token, cost.state_bytes(), policy.capacity(),
-            policy.make_index(), TraceClock(), stride=policy.stride(),
-            block=workload.block_size, state_free=cost.state_bytes() == 0,
-            hit_grid=policy.hit_grid())
+        self.cache = cache if cache is not None else policy.make_cache()
         self.warmup = policy.config.warmup_requests(len(workload.requests))
         self.window_start: tuple[int, ...] | None = None   # `counters()` when counting began
         self.hits = [0] * len(workload.requests)   # hit tokens per request

@@ -27,7 +27,9 @@ The hooks, all optional except `make_index` and `admit` (see `Policy` for defaul
 - ``__init__(cost, config, workload)``: a fresh instance per replay (`CostModel`,
   `CacheConfig`, `Workload`).
 - ``capacity()``: the `Capacity` to enforce (default: ``config.capacity``).
-- ``stride()``: ids between dense checkpoints (per-block baselines), or None.
+- ``cache_class`` and ``make_cache()``: the cache a replay runs in: the radix `PrefixCache`
+  by default; the per-block baselines keep a `DenseCache` (a state every block inside
+  edges) and build it with their block.
 - ``hit_grid()``: for a state-free model (no recurrent layers), the tokens its hits on
   cached KV are floored to (vLLM: whole blocks), or None for any id (SGLang: any token).
   Such a model keeps no states: `admit`'s checkpoints are ignored, its `length` counts.

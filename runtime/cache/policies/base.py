@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.cache.prefix_cache import Match
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import Match, PrefixTree
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -29,6 +30,7 @@ class Policy:
     name: ClassVar[str] = ""
     refresh: ClassVar[str] = "path"
     kv_only_leaves: ClassVar[bool] = False
+    cache_class: ClassVar[type[PrefixTree]] = PrefixCache   # per-block baselines: DenseCache
 
     def __init__(self, cost: CostModel, config: CacheConfig, workload: Workload):
         self.cost = cost
@@ -41,8 +43,11 @@ class Policy:
     def capacity(self) -> Capacity:
         return self.config.capacity
 
-    def stride(self) -> int | None:
-        return None
+    def make_cache(self) -> PrefixTree:
+        """The empty `cache_class` one replay runs in, ordered by `make_index()`."""
+        return self.cache_class.for_cost(self.cost, self.capacity(), self.make_index(),
+                                         hit_grid=self.hit_grid())
+
 
     def hit_grid(self) -> int | None:
         """Tokens a state-free model's hits are floored to (the engine's KV matching unit);

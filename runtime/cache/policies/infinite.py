@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from marconi.runtime.capacity import Capacity
+from marconi.runtime.cache.dense_cache import DenseCache
 from marconi.runtime.cache.eviction import NoEviction
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
@@ -16,11 +17,16 @@ class Infinite(Policy):
     the "ideal prefix hit" of ../shared/traces/README.md (a block hits only if every block
     before it hit too). Its peak occupancy is what it needed, relative to the capacity."""
 
+    cache_class = DenseCache
+
     def capacity(self):
         return Capacity.unbounded()
 
-    def stride(self):
-        return (self.chunk or self.workload.block_size) // self.workload.block_size
+    def make_cache(self):
+        block = self.workload.block_size
+        return DenseCache.for_cost(self.cost, self.capacity(), self.make_index(),
+                                   hit_grid=self.hit_grid(), stride=(self.chunk or block) // block,
+                                   block=block)
 
     def make_index(self):
         return NoEviction()

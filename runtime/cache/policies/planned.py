@@ -11,8 +11,9 @@ from marconi.runtime.plan.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PAS
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
+from marconi.runtime.cache.eviction import HeapIndex
 from marconi.runtime.cache.policies.marconi import flop_efficiency
-from marconi.runtime.cache.prefix_cache import DROP_STATE, REMOVE
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE
 from marconi.runtime.workload import Workload
 
 # when one depth qualifies for several classes, the first listed wins
@@ -178,66 +179,42 @@ class Planned(Policy):
         self.index.rekey()
 
 
-class ClassOffsetLRU:
-    """Eviction index for `Planned`: a min-heap on ``last_access + offset[class]``.
-
-    Same conventions as `marconi.runtime.cache.eviction`: `update` bumps the node's stamp and
-    pushes a fresh entry (stale ones are skipped), locked nodes met at the top are set
-    aside until `release()`, ties go to the older node.
+class ClassOffsetLRU(HeapIndex):
+    """Eviction index for `Planned`: one min-heap on ``last_access + offset[class]`` over
+    nodes with a state and at most one child, and leaves; ties go to the older node. A
+    leaf victim is `REMOVE`d, a single-child one loses its state (`DROP_STATE`). The heap
+    plumbing (stamps, compaction, locked tops) is `HeapIndex`'s.
     """
 
     def __init__(self, policy: Planned):
+        super().__init__()
         self.policy = policy
-        self.cache = None
-        self.heap: list = []
-        self.held: list = []
-        self.live = 0
+        self._heap: list = []
 
-    def bind(self, cache) -> None:
-        self.cache = cache
+    def _heaps(self):
+        return (self._heap,)
 
     def update(self, node) -> None:
         node.stamp += 1
         cand = node.alive and ((node.ckpt and len(node.children) <= 1) or not node.children)
-        self.live += cand - node.cand
-        node.cand = cand
+        self._count(node, cand, self._heap)
         if cand:
             key = node.last_access + self.policy.offset(node)
-            heapq.heappush(self.heap, (key, node.uid, node.stamp, node))
-        if len(self.heap) > 4 * self.live + 4096:
-            self.heap = [e for e in self.heap if e[2] == e[3].stamp]
-            heapq.heapify(self.heap)
+            heapq.heappush(self._heap, (key, node.uid, node.stamp, node))
 
     def victim(self):
-        heap = self.heap
-        while heap:
-            entry = heap[0]
-            node = entry[3]
-            if entry[2] != node.stamp:
-                heapq.heappop(heap)
-            elif node.lock_ref:
-                self.held.append(heapq.heappop(heap))
-            else:
-                return node, (REMOVE if not node.children else DROP_STATE)
-        return None
-
-    def release(self) -> None:
-        for entry in self.held:
-            heapq.heappush(self.heap, entry)
-        self.held.clear()
-
-    def clear(self) -> None:
-        """Drop every entry (the cache is being discarded)."""
-        self.heap.clear()
-        self.held.clear()
+        entry = self._top(self._heap)
+        if entry is None:
+            return None
+        node = entry[-1]
+        return node, (REMOVE if not node.children else DROP_STATE)
 
     def rekey(self) -> None:
-        """Re-push every candidate after the offsets changed."""
-        nodes = [e[3] for e in self.heap if e[2] == e[3].stamp]
-        self.heap = []
+        """Re-file every candidate after the offsets changed."""
+        nodes = [e[-1] for e in self._heap if e[-2] == e[-1].stamp]
+        self._heap.clear()
         for node in nodes:
-            node.cand = False
-            self.live -= 1
+            self._count(node, False, self._heap)
             self.update(node)
 
 

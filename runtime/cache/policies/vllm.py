@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marconi.runtime.cache.dense_cache import DenseCache
 from marconi.runtime.cache.eviction import LeafLRU, StateAndLeafLRU
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
@@ -21,13 +22,16 @@ class VLLMAll(Policy):
     """
 
     refresh = "path"
+    cache_class = DenseCache
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
         self.block_ids = config.vllm_block(workload.block_size) // workload.block_size
 
-    def stride(self):
-        return self.block_ids
+    def make_cache(self):
+        return DenseCache.for_cost(self.cost, self.capacity(), self.make_index(),
+                                   hit_grid=self.hit_grid(), stride=self.block_ids,
+                                   block=self.workload.block_size)
 
     def hit_grid(self):
         return self.block_ids * self.workload.block_size
