@@ -90,3 +90,20 @@ def make_seq(request: Request, fresh: Iterator[int]) -> Seq:
         out = tuple(next(fresh) for _ in range(n_out))
     ids = request.input_ids + out if out else request.input_ids
     return Seq(ids, len(request.input_ids), request.input_tokens, total, b)
+
+
+def common_prefix(key: tuple, ids: tuple, d: int, n: int) -> int:
+    """Length of the common prefix of an edge `key` and ``ids[d:n]``, given that their first
+    ids agree (so ≥ 1): one slice compare, else a binary search on slice compares. (The
+    radix cache's and the seen-prefix index's edge compare.)"""
+    hi = min(len(key), n - d)
+    lo = 1
+    if key[:hi] == ids[d:d + hi]:
+        return hi
+    while hi - lo > 1:                         # invariant: prefix lo agrees, prefix hi not
+        mid = (lo + hi) // 2
+        if key[lo:mid] == ids[d + lo:d + mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
