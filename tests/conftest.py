@@ -1,11 +1,8 @@
-import os
-from pathlib import Path
+"""Fixtures and collection hooks; shared constants and builders live in helpers.py."""
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "models"
-TRACES = REPO.parent / "shared" / "traces"
+from helpers import TRACES
 
 
 def pytest_collection_modifyitems(config, items):

@@ -63,6 +63,7 @@ def _groups(results):
 
 # ---------------------------------------------------------------- the quick suite
 
+@pytest.mark.slow
 def test_quick_covers_the_suite(quick):
     results, _ = quick
     suite = results["suite"]
@@ -86,6 +87,7 @@ def test_quick_covers_the_suite(quick):
             assert set(at) == set(names) | {"bound"}
 
 
+@pytest.mark.slow
 def test_infinite_hits_at_least_every_policy(quick):
     results, _ = quick
     for r in _policy_records(results):
@@ -93,6 +95,7 @@ def test_infinite_hits_at_least_every_policy(quick):
         assert r["token_hit_rate"] <= ref["infinite"]["token_hit_rate"] + EPS, r
 
 
+@pytest.mark.slow
 def test_bound_above_every_policy_flop_savings(quick):
     results, _ = quick
     for key, group in _groups(results).items():
@@ -103,6 +106,7 @@ def test_bound_above_every_policy_flop_savings(quick):
                 assert r["flop_savings"] <= bound["upper_flop_savings"] + EPS, (key, p)
 
 
+@pytest.mark.slow
 def test_peak_occupancy_within_capacity(quick):
     results, _ = quick
     for r in _policy_records(results):
@@ -110,6 +114,7 @@ def test_peak_occupancy_within_capacity(quick):
         assert r["peak_bytes"] <= r["capacity_bytes"], r
 
 
+@pytest.mark.slow
 def test_metrics_are_fractions_and_consistent(quick):
     results, _ = quick
     for r in _policy_records(results):
@@ -121,6 +126,7 @@ def test_metrics_are_fractions_and_consistent(quick):
         assert r["hit_tokens"] == round(r["token_hit_rate"] * r["input_tokens"])
 
 
+@pytest.mark.slow
 def test_monotone_in_capacity(quick):
     """The bound grows with capacity; every policy does better at 64× the bytes."""
     results, _ = quick
@@ -141,6 +147,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_plots_and_page_written(quick):
     results, out = quick
     expected = [f"capacity-{m}.png" for m in results["suite"]["models"]] + \
@@ -164,6 +171,7 @@ def _strip_timing(obj):
     return obj
 
 
+@pytest.mark.slow
 def test_results_independent_of_process_count(tmp_path):
     one = _run("--suite", "smoke", "--jobs", "1", "--no-plots", out=tmp_path / "one")
     two = _run("--suite", "smoke", "--jobs", "2", "--no-plots", out=tmp_path / "two")
@@ -178,6 +186,7 @@ def base():
     return load_model(BASE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_rec,n_att", [pytest.param(32, 4, id="1:8"),
                                          pytest.param(24, 12, id="1:2"),
                                          pytest.param(0, 36, id="transformer")])
@@ -198,6 +207,7 @@ def test_layer_mix_variant_sizes(base, n_rec, n_att):
     assert mix_label(n_rec, n_att) == ("Transformer" if n_rec == 0 else f"1:{n_rec // n_att}")
 
 
+@pytest.mark.slow
 def test_d_state_variant_state_is_linear_in_d_state(base):
     """Mamba2 state = SSM (heads·head_dim·N) + conv ((d_inner + 2·groups·N)·width): linear
     in N, so the sizes at N = 16, 32, 64 and the base's 128 lie on one line."""
@@ -288,6 +298,7 @@ def test_missing_trace_left_out_only_when_allowed(tmp_path):
         build_inputs(suite, tmp_path, allow_missing=False)
 
 
+@pytest.mark.slow
 def test_results_json_round_trips(quick):
     results, out = quick
     assert json.loads((out / "results.json").read_text()) == results

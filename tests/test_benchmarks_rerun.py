@@ -14,6 +14,8 @@ from benchmarks.rerun import rerun
 from marconi.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+# every test reruns a variant of the smoke suite: an end-to-end run
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from marconi.cli import SUBCOMMANDS, build_parser, main
 
-from conftest import REPO
+from helpers import REPO
 
 BAD_SPECS = {
     "unknown-kind": ("name: x\nd_model: 8\nlayers: [{kind: mamba3}]\n",
@@ -103,7 +103,7 @@ def test_verbose_anywhere(argv, verbose):
 def test_verbose_after_the_subcommand_runs(monkeypatch, capsys):
     """`marconi-plan inspect MODEL -v` is not a usage error."""
     import marconi.passes
-    from test_runtime_helpers import paper_7b_cost
+    from helpers import paper_7b_cost
     monkeypatch.setattr(marconi.passes, "build_cost_model", lambda *a, **k: paper_7b_cost())
     assert main(["inspect", "examples/models/marconi-7b-hybrid.yaml", "-v"]) == 0
     assert "break-even" in capsys.readouterr().out

@@ -57,7 +57,7 @@ def test_hf_config_without_transformers(command, model, without, no_work, capsys
 
 def test_model_yaml_does_not_need_transformers(without, capsys, monkeypatch):
     without("transformers")
-    from test_runtime_helpers import paper_7b_cost
+    from helpers import paper_7b_cost
     monkeypatch.setattr(marconi.passes, "build_cost_model", lambda *a, **k: paper_7b_cost())
     assert main(["inspect", MODEL]) == 0
 

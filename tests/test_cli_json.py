@@ -21,9 +21,9 @@ import pytest
 import marconi.passes
 from marconi.cli import main
 from marconi.errors import SolverError
-from test_runtime_helpers import paper_7b_cost
+from helpers import paper_7b_cost
 
-from conftest import REPO
+from helpers import REPO
 
 MODEL = "examples/models/marconi-7b-hybrid.yaml"
 
@@ -33,7 +33,7 @@ DRIVER = """
 import sys
 import marconi.passes
 from marconi.planner import ilp
-from test_runtime_helpers import paper_7b_cost
+from helpers import paper_7b_cost
 marconi.passes.build_cost_model = lambda *a, **k: paper_7b_cost()
 solves = 0
 real_solve = ilp.solve

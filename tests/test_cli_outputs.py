@@ -11,7 +11,7 @@ import pytest
 import marconi.passes
 from marconi.cli import main
 from marconi.cli.outputs import OutputError, atomic_output, check_writable
-from test_runtime_helpers import paper_7b_cost
+from helpers import paper_7b_cost
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples/models/marconi-7b-hybrid.yaml")
 HAS_PROC = Path("/proc/self").is_dir()

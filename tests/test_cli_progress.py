@@ -14,7 +14,7 @@ import marconi.cli.progress
 import marconi.passes
 from marconi.cli import main
 from marconi.cli.progress import TerminalProgress, progress_for
-from test_runtime_helpers import paper_7b_cost
+from helpers import paper_7b_cost
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples/models/marconi-7b-hybrid.yaml")
 

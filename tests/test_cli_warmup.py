@@ -16,9 +16,9 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.sim.generators import default_workload
 from marconi.runtime.sim.simulator import simulate
-from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
+from helpers import EXAMPLES, paper_7b_cost
 
-MODEL = str(REPO_EXAMPLES / "marconi-7b-hybrid.yaml")
+MODEL = str(EXAMPLES / "marconi-7b-hybrid.yaml")
 
 
 @pytest.fixture(autouse=True)

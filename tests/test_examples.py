@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 from marconi.layers import LayerKind
 from marconi.spec import LayerSpec, ModelSpec, load_model
 from marconi.units import DType

@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 from marconi.cli import main  # noqa: E402
 from marconi.spec import load_model  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from helpers import REPO  # noqa: E402
 from hf_cache import cache_bytes_per_layer, decoder_layer, real_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,7 @@ from marconi.cli import main
 from marconi.passes import build_cost_model
 from marconi.spec import load_model
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

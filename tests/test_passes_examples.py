@@ -21,7 +21,7 @@ from marconi.passes.reference_model import build, spec_dtypes, tiny_spec
 from marconi.passes.state_size import measure_sizes
 from marconi.spec import load_model
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,6 +40,7 @@ def _tiny(name):
     return spec, build_cost_model(spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [p.name for p in SPECS], ids=lambda n: n[:-5])
 def test_full_size_sizes_equal_meta_cache_tensors(name):
     spec = _spec(name)
@@ -58,6 +59,7 @@ def test_full_size_sizes_equal_meta_cache_tensors(name):
         assert cache.nbytes() == cost.kv_bytes(length) + cost.state_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [p.name for p in SPECS], ids=lambda n: n[:-5])
 def test_tiny_twin_run_cache_bytes_exact(name):
     spec, cost = _tiny(name)

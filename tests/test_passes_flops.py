@@ -27,7 +27,7 @@ from marconi.passes.ops import register_cpu_sdpa_formula
 from marconi.passes.reference_model import build
 from marconi.spec import load_model, parse_spec
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

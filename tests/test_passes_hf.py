@@ -29,7 +29,7 @@ from marconi.passes.hf import HFRunner  # noqa: E402
 from marconi.spec import load_model  # noqa: E402
 from marconi.units import DType  # noqa: E402
 
-from conftest import EXAMPLES  # noqa: E402
+from helpers import EXAMPLES  # noqa: E402
 from hf_cache import cache_bytes_per_layer, decoder_layer, real_model  # noqa: E402
 
 
@@ -76,6 +76,7 @@ def _cost(folder):
     return build_cost_model(load_model(folder))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_bytes_equal_the_real_transformers_cache(configs, family):
     folder = configs(family)

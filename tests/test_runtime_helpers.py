@@ -1,80 +1,10 @@
-"""Shared helpers for the runtime tests: hand-built cost models and tiny workloads.
-
-The cost models are written out by hand (no tracing): the Marconi paper's 7B hybrid with
-its closed forms (background/marconi.md §1.1, §4), and a toy model with round numbers for
-tests whose arithmetic is worked out in comments.
-"""
+"""The shared test helpers (tests/helpers.py) are what the tests assume."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from marconi.layers import LayerKind
-from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
-from marconi.runtime.workload import Request, Workload
-
-REPO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
-
-
-def paper_7b_cost() -> CostModel:
-    """4 attention + 24 Mamba2 + 28 MLP layers, D = 4096, N = 128, FP16 (paper App. A).
-
-    Attention KV 2·D·2 B/token/layer; SSM state D·N·2 + conv (2D + 2N)·4·2 B per layer;
-    FLOPs per layer: attention 8·n·D² + causal scores 4·D·(n·p + n²/2); Mamba
-    12·n·D² + 16·n·D·N + 10·n·D; MLP 16·n·D².
-    """
-    D, N = 4096, 128
-    layers = []
-    i = 0
-    for _ in range(4):
-        layers.append(LayerCost(i, LayerKind.ATTENTION, f"layers.{i}", kv_bytes_per_token=4 * D,
-                                flops=FlopPoly(c_n=8 * D * D, c_nn=2 * D, c_np=4 * D)))
-        i += 1
-    for _ in range(24):
-        layers.append(LayerCost(i, LayerKind.MAMBA2, f"layers.{i}",
-                                recurrent_state_bytes=D * N * 2,
-                                conv_state_bytes=(2 * D + 2 * N) * 4 * 2,
-                                flops=FlopPoly(c_n=12 * D * D + 16 * D * N + 10 * D)))
-        i += 1
-    for _ in range(28):
-        layers.append(LayerCost(i, LayerKind.MLP, f"layers.{i}",
-                                flops=FlopPoly(c_n=16 * D * D)))
-        i += 1
-    return CostModel("paper-7b-by-hand", "float16", "float16", tuple(layers))
-
-
-def toy_cost(kv_per_token: int = 1, state: int = 10, flops_per_token: float = 1.0,
-             attention_np: float = 0.0) -> CostModel:
-    """One attention layer (`kv_per_token` B/token) and one recurrent layer (`state` B).
-
-    prefill_flops(n, p) = flops_per_token·n + attention_np·n·p.
-    """
-    return CostModel("toy", "float16", "float16", (
-        LayerCost(0, LayerKind.ATTENTION, "attn", kv_bytes_per_token=kv_per_token,
-                  flops=FlopPoly(c_n=flops_per_token, c_np=attention_np)),
-        LayerCost(1, LayerKind.MAMBA2, "ssm", recurrent_state_bytes=state),
-    ))
-
-
-def token_workload(seqs, outputs=None, times=None, name="tiny") -> Workload:
-    """A token workload from lists of input ids (and output ids; default: none)."""
-    reqs = []
-    for i, ids in enumerate(seqs):
-        out = tuple(outputs[i]) if outputs else ()
-        t = float(times[i]) if times else float(i)
-        reqs.append(Request(index=i, arrival_ms=t, input_ids=tuple(ids), input_tokens=len(ids),
-                            output_tokens=len(out), output_ids=out))
-    return Workload(name=name, requests=tuple(reqs), block_size=1, kind="generated")
-
-
-def block_workload(rows, block=4, name="tiny-blocks") -> Workload:
-    """A block-hash workload from (input_tokens, output_tokens, ids) rows."""
-    reqs = tuple(Request(index=i, arrival_ms=float(i), input_ids=tuple(ids),
-                         input_tokens=L, output_tokens=out, block_size=block)
-                 for i, (L, out, ids) in enumerate(rows))
-    return Workload(name=name, requests=reqs, block_size=block, kind="block")
+from helpers import paper_7b_cost, toy_cost
 
 
 @pytest.mark.parametrize("L", [100, 10_000, 32_768], ids=lambda L: f"L{L}")

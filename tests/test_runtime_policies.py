@@ -18,7 +18,7 @@ from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.policies.marconi import Marconi
 from marconi.runtime.sim.replay import Replay
 from marconi.runtime.sim.simulator import run_policy
-from test_runtime_helpers import block_workload, paper_7b_cost, toy_cost, token_workload
+from helpers import block_workload, paper_7b_cost, toy_cost, token_workload
 
 # Toy model for the worked examples: 1 B of KV per token, 10 B per state, 1 FLOP per token
 # (so FLOP savings = token hit rate).

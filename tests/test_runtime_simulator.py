@@ -18,7 +18,7 @@ from marconi.runtime.cache.policies.infinite import Infinite
 from marconi.runtime.cache.policies.marconi import Marconi
 from marconi.runtime.sim.replay import Replay, with_cycle_collector
 from marconi.runtime.sim.simulator import SimResult, run_policy, simulate
-from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost, toy_cost, token_workload
+from helpers import EXAMPLES, paper_7b_cost, toy_cost, token_workload
 
 SEQS = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [1, 2, 9], [7, 8]]
 
@@ -57,7 +57,7 @@ def test_jamba_profile_reproduces_the_artifact_table(tokens):
 def test_jamba_calibration_constant_is_the_traced_model():
     from marconi.passes import build_cost_model
     from marconi.spec import load_model
-    cost = build_cost_model(load_model(REPO_EXAMPLES / "jamba-1.5-mini.yaml"))
+    cost = build_cost_model(load_model(EXAMPLES / "jamba-1.5-mini.yaml"))
     assert cost.flops.c_n == JAMBA_FLOPS_PER_TOKEN
     # with the real model the n² attention term adds little at 1K tokens
     ttft = DEVICES["jamba-1.5-mini-4xa100"].ttft_ms(cost, 1000, 0)

@@ -11,7 +11,7 @@ from marconi.runtime.config import CacheConfig
 from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.sim.trace_stats import prefix_stats
 from marconi.runtime.workload import load_trace
-from test_runtime_helpers import block_workload, paper_7b_cost
+from helpers import block_workload, paper_7b_cost
 
 # ../shared/traces/README.md: ideal prefix hit (blocks, tokens) and branch points
 README = {

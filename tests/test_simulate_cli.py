@@ -8,9 +8,9 @@ import pytest
 
 import marconi.passes
 from marconi.cli import main
-from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
+from helpers import EXAMPLES, paper_7b_cost
 
-MODEL = str(REPO_EXAMPLES / "marconi-7b-hybrid.yaml")
+MODEL = str(EXAMPLES / "marconi-7b-hybrid.yaml")
 KEYS = {"policy", "token_hit_rate", "request_hit_rate", "flop_savings", "peak_occupancy",
         "ttft_p50_ms", "ttft_p95_ms", "requests", "seconds"}
 

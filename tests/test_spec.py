@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 from marconi.errors import MissingExtraError, SpecError, UserError
 from marconi.layers import LayerKind
 from marconi.spec import HFConfig, ModelSpec, load_model, parse_spec

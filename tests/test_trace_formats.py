@@ -17,7 +17,7 @@ from marconi.runtime.sim.simulator import run_policy
 from marconi.runtime.trace_ids import infer_block_size
 from marconi.runtime.sim.trace_stats import prefix_stats
 from marconi.runtime.workload import load_trace
-from test_runtime_helpers import REPO_EXAMPLES, paper_7b_cost
+from helpers import EXAMPLES, paper_7b_cost
 
 
 def write(tmp_path, rows, name="t.jsonl") -> str:
@@ -248,7 +248,7 @@ def hand_built_model(monkeypatch):
                         paper_7b_cost())
 
 
-MODEL = str(REPO_EXAMPLES / "marconi-7b-hybrid.yaml")
+MODEL = str(EXAMPLES / "marconi-7b-hybrid.yaml")
 
 
 FLOOR = [block(0, 10, [1, 2]), block(1, 17, [1, 2, 3, 4]), block(2, 33, list(range(1, 9)))]
