@@ -13,7 +13,7 @@ from marconi.planner.candidates import build_problem
 from marconi.planner.offline import offline_bound
 from marconi.planner.prefix_tree import build_prefix_tree
 from marconi.planner.schedule import MISS, occupancy, saved_flops
-from marconi.planner.testing import random_workload, toy_cost
+from helpers import causal_toy_cost, random_workload
 from marconi.runtime.workload import Request, Workload
 
 TOL = 1e-6
@@ -35,7 +35,7 @@ def _key_depths(problem):
 @pytest.mark.parametrize("seed,block", CASES)
 def test_ilp_equals_brute_force_and_bounds_hold(seed, block, capacity):
     workload = random_workload(seed, n=6, block_size=block)
-    cost = toy_cost(kv=100 if block == 1 else 25)
+    cost = causal_toy_cost(kv=100 if block == 1 else 25)
     problem = build_problem(workload, cost, capacity)
     exact = ilp.solve_ilp(problem)
     keys = brute_force(workload, cost, capacity, positions="keys",
@@ -56,7 +56,7 @@ def test_ilp_equals_brute_force_and_bounds_hold(seed, block, capacity):
 @pytest.mark.parametrize("seed,block", CASES)
 def test_lp_is_at_least_as_tight_as_the_relaxations(seed, block):
     workload = random_workload(seed, n=8, block_size=block)
-    cost = toy_cost()
+    cost = causal_toy_cost()
     problem = build_problem(workload, cost, 700)
     lp = offline_bound(workload, cost, 700, method="lp", problem=problem).upper
     lag = offline_bound(workload, cost, 700, method="lagrangian", problem=problem).upper
@@ -67,7 +67,7 @@ def test_lp_is_at_least_as_tight_as_the_relaxations(seed, block):
 @pytest.mark.parametrize("seed,block", CASES)
 def test_vectorised_occupancy_matches_the_slow_one(seed, block):
     workload = random_workload(seed, n=8, block_size=block)
-    cost = toy_cost()
+    cost = causal_toy_cost()
     problem = build_problem(workload, cost, 10**9)
     rng = np.random.default_rng(seed)
     for _ in range(5):
@@ -101,7 +101,7 @@ def test_hand_worked_chat_example():
     over slots 1..2: 300 + 400 = 700 bytes; depth 3 needs 600. So C = 700 saves
     saved(4, 1), C = 600 saves saved(3, 2) and C = 599 nothing.
     """
-    cost = toy_cost(kv=100, state=300)
+    cost = causal_toy_cost(kv=100, state=300)
     wl = Workload(name="chat", requests=(_req(0, [1, 2, 3], [4]), _req(1, [9]),
                                          _req(2, [1, 2, 3, 4, 5])))
     tree = build_prefix_tree(wl)
@@ -115,7 +115,7 @@ def test_hand_worked_chat_example():
 def test_solver_status_is_checked(monkeypatch):
     """A stop on a time limit comes back from pulp as status Optimal; it must not pass."""
     workload = random_workload(0, n=6)
-    model = ilp.build(build_problem(workload, toy_cost(), 700))
+    model = ilp.build(build_problem(workload, causal_toy_cost(), 700))
 
     def fake_solve(solver):
         model.prob.status = pulp.LpStatusOptimal

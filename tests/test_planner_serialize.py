@@ -12,7 +12,7 @@ from marconi.errors import PlanError
 from marconi.runtime.plan.rules import (AdmissionRules, EvictionRules, MemoryRules, PinnedPrefix,
                                    Plan)
 from marconi.runtime.plan.plan_file import load_plan, plan_to_dict, write_plan
-from marconi.planner.testing import toy_cost
+from helpers import causal_toy_cost
 
 
 def _plan(cost) -> Plan:
@@ -28,7 +28,7 @@ def _plan(cost) -> Plan:
 
 
 def test_round_trip(tmp_path):
-    cost = toy_cost()
+    cost = causal_toy_cost()
     plan = _plan(cost)
     write_plan(plan, tmp_path / "runtime.yaml")
     loaded = load_plan(tmp_path / "runtime.yaml", cost)
@@ -70,7 +70,7 @@ BAD_FIELDS = [
 @pytest.mark.parametrize("field,value,message", BAD_FIELDS,
                          ids=[f"{f}={v!r}" for f, v, _ in BAD_FIELDS])
 def test_validation_names_file_and_field(tmp_path, field, value, message):
-    cost = toy_cost()
+    cost = causal_toy_cost()
     doc = plan_to_dict(_plan(cost))
     _edit(doc, field, value)
     path = _write(tmp_path, doc)
@@ -80,7 +80,7 @@ def test_validation_names_file_and_field(tmp_path, field, value, message):
 
 
 def test_other_model_is_refused_with_both_fingerprints(tmp_path):
-    cost, other = toy_cost(), toy_cost(state=301)
+    cost, other = causal_toy_cost(), causal_toy_cost(state=301)
     write_plan(_plan(cost), tmp_path / "runtime.yaml")
     with pytest.raises(PlanError) as e:
         load_plan(tmp_path / "runtime.yaml", other)
@@ -103,7 +103,7 @@ def test_missing_file(tmp_path):
 
 def test_write_is_atomic(tmp_path, monkeypatch):
     """A failure while writing leaves the old file untouched and no temporary behind."""
-    cost = toy_cost()
+    cost = causal_toy_cost()
     target = tmp_path / "runtime.yaml"
     write_plan(_plan(cost), target)
     before = target.read_text()

@@ -15,7 +15,7 @@ import itertools
 
 import pytest
 
-from marconi.planner.testing import random_workload, toy_cost
+from helpers import causal_toy_cost, random_workload
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import get_policy, policy_names
@@ -25,8 +25,8 @@ from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import make_seq
 from marconi.runtime.sim.simulator import run_policy
 
-STATE_FREE = toy_cost(kv=10, state=0)
-HYBRID = toy_cost(kv=10, state=200)
+STATE_FREE = causal_toy_cost(kv=10, state=0)
+HYBRID = causal_toy_cost(kv=10, state=200)
 VLLM = {"vllm-all", "vllm-align"}
 TRACES = [pytest.param(seed, block, id=f"{'block' if block > 1 else 'token'}-seed{seed}")
           for seed in range(5) for block in (1, 4)]
