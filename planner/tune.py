@@ -16,8 +16,7 @@ from typing import Callable, Iterable
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.derive import OfflineInsights
-from marconi.runtime.plan.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, MemoryRules,
-                                   Plan)
+from marconi.runtime.plan.rules import MemoryRules, Plan, ReuseClass
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.workload import Workload
 
@@ -55,20 +54,21 @@ def search_space(plan: Plan, insights: OfflineInsights, memory_split: bool
         return lambda p, v: dataclasses.replace(
             p, admission=dataclasses.replace(p.admission, **{field: v}))
 
-    space = [("offset.passed", [0.0, EVICT_FIRST], offset(PASSED))]
+    space = [("offset.passed", [0.0, EVICT_FIRST], offset(ReuseClass.PASSED))]
     if adm.input_end:
-        space += [("offset.continuation", [0.0, 0.25, 1.0, 4.0, 16.0], offset(CONTINUATION))]
+        space += [("offset.continuation", [0.0, 0.25, 1.0, 4.0, 16.0],
+                   offset(ReuseClass.CONTINUATION))]
     if adm.output_end:
-        space += [("offset.output", [0.0, 0.25, 1.0, 4.0, 16.0], offset(OUTPUT))]
+        space += [("offset.output", [0.0, 0.25, 1.0, 4.0, 16.0], offset(ReuseClass.OUTPUT))]
     if adm.input_end or adm.output_end:
-        space += [("offset.fresh", [0.0, -0.25, -1.0, -4.0], offset(FRESH)),
+        space += [("offset.fresh", [0.0, -0.25, -1.0, -4.0], offset(ReuseClass.FRESH)),
                   ("admit_fresh", [True, False], admission("admit_fresh")),
                   ("fresh_threshold", [0.3, 0.6, 0.1], admission("fresh_threshold"))]
     space += [("efficiency", [0.0, 0.25, 1.0, 4.0, 16.0],
                lambda p, v: dataclasses.replace(p, eviction=dataclasses.replace(
                    p.eviction, efficiency_ms=v * tau)))]
     if adm.branch_sighting:
-        space += [("offset.branch", [0.0, 1.0, 4.0], offset(BRANCH)),
+        space += [("offset.branch", [0.0, 1.0, 4.0], offset(ReuseClass.BRANCH)),
                   ("branch_sighting", [1, 2], admission("branch_sighting"))]
     if insights.share("stride") >= 0.05:
         grid = plan.chunk_tokens or plan.block_tokens

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
+from typing import TypeVar
 
 from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
 
+E = TypeVar("E", bound=enum.Enum)
+
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(21))   # Marconi's {0, 0.1, …, 2.0}
+
+
+class Recency(str, enum.Enum):
+    """Marconi's recency term (`runtime.cache.eviction.FlopAware`); the value is the
+    flag's and the reports' text."""
+
+    LINEAR = "linear"        # last-access time
+    INVERSE = "inverse"      # 1 / (now − last access + 1 ms), the artifact's form
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +50,7 @@ class CacheConfig:
     block_tokens: int | None = None
     bootstrap_multiplier: int = 5
     alpha_grid: tuple[float, ...] = ALPHA_GRID
-    recency: str = "linear"
+    recency: Recency = Recency.LINEAR    # the flag's text converts here
     device: str = "jamba-1.5-mini-4xa100"
     jobs: int = 1
     warmup: float = 0.0
@@ -48,8 +63,7 @@ class CacheConfig:
                                 f"{value!r}; expected a positive number of tokens")
         if self.bootstrap_multiplier < 1:
             raise UserError("bootstrap_multiplier", f"{self.bootstrap_multiplier}; expected ≥ 1")
-        if self.recency not in ("linear", "inverse"):
-            raise UserError("recency", f"{self.recency!r}; expected linear or inverse")
+        object.__setattr__(self, "recency", parse_choice(Recency, self.recency, "recency"))
         check_warmup(self.warmup)
 
     def warmup_requests(self, n: int) -> int:
@@ -69,6 +83,16 @@ class CacheConfig:
         """Tokens per vLLM block for a workload of `block` tokens per id."""
         tokens = self.block_tokens or self.chunk_tokens or (block if block > 1 else 32)
         return self.grid_for(block, tokens)
+
+
+def parse_choice(kind: type[E], value: E | str, where: str) -> E:
+    """`value` (a member or its text) as a member of the str-valued enum `kind`, else a
+    UserError naming `where` and the known values."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UserError(where, f"unknown {value!r}; expected one of "
+                        f"{', '.join(m.value for m in kind)}") from None
 
 
 def check_warmup(fraction: float, where: str = "warmup") -> float:

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.errors import UserError
+from marconi.runtime.config import CacheConfig, Recency
 from marconi.runtime.cache.eviction import FlopAware, LeafLRU, StateAndLeafLRU
 from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
 from marconi.runtime.cache.policies.marconi import Marconi
@@ -15,7 +16,7 @@ from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, TraceClock
 from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import Seq
-from helpers import paper_7b_cost, token_workload
+from test_runtime_helpers import paper_7b_cost, token_workload
 
 
 class CheckedFlopAware(FlopAware):
@@ -207,3 +208,21 @@ def test_flop_aware_prefers_low_efficiency_at_high_alpha(alpha):
     # saves ~5/50 of the FLOPs for (1 state + 5 tokens of KV) vs (1 state + 50 tokens).
     node, _ = policy.index.victim()
     assert node.key == (2,) * 5
+
+
+# ------------------------------------------------------------------ recency, parsed at the edge
+
+@pytest.mark.parametrize("text, member", [("linear", Recency.LINEAR),
+                                          ("inverse", Recency.INVERSE)], ids=str)
+def test_recency_text_converts_to_the_enum(text, member):
+    """The CLI passes the flag's text; the config holds the member, equal to that text."""
+    config = CacheConfig(Capacity.unbounded(), recency=text)
+    assert config.recency is member and config.recency == text and str(member) == text
+    index = FlopAware(0.0, lambda n: 0.0, text)
+    assert index.recency is member
+
+
+def test_an_unknown_recency_names_the_parameter_and_the_known_values():
+    with pytest.raises(UserError, match=r"recency: unknown 'cubic'; expected one of "
+                                        r"linear, inverse"):
+        CacheConfig(Capacity.unbounded(), recency="cubic")

@@ -8,15 +8,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.eviction import LeafLRU
 from marconi.runtime.cache.dense_cache import DenseCache
 from marconi.runtime.cache.prefix_cache import PrefixCache
-from marconi.runtime.cache.tree import DROP_STATE, REMOVE, TraceClock
+from marconi.runtime.cache.policies.base import Policy
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh, TraceClock
 from marconi.runtime.seq import Seq
-from helpers import paper_7b_cost, token_workload
+from test_runtime_helpers import paper_7b_cost, token_workload
 
 KPT, SB = 3, 50          # bytes of KV per token, bytes per checkpoint
 
@@ -348,3 +350,21 @@ def test_policies_choose_their_cache_class(name, cls):
     cache = policy.make_cache()
     assert type(cache) is cls and policy.cache_class is cls
     assert cache.state_free is False and cache.sb == paper_7b_cost().state_bytes()
+
+
+@pytest.mark.parametrize("name, refresh", [("marconi", Refresh.HIT), ("sglang", Refresh.PATH),
+                                           ("vllm-all", Refresh.PATH),
+                                           ("planned", Refresh.PATH)])
+def test_policies_declare_their_refresh_as_the_enum(name, refresh):
+    assert get_policy(name).refresh is refresh
+
+
+def test_a_policy_refresh_given_as_text_converts_and_a_bad_one_is_refused():
+    class ByText(Policy):
+        refresh = "hit"
+
+    assert ByText.refresh is Refresh.HIT
+    with pytest.raises(UserError, match=r"Bad.refresh: unknown 'all'; expected one of "
+                                        r"path, hit"):
+        class Bad(Policy):
+            refresh = "all"

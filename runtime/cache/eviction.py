@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Node, PrefixTree
+from marconi.runtime.config import Recency, parse_choice
 
 _heappush, _heappop = heapq.heappush, heapq.heappop
 
@@ -170,7 +171,7 @@ class FlopAware(HeapIndex):
     node. A leaf victim is `REMOVE`d; a single-child one loses its state and merges into its
     child (`DROP_STATE`).
 
-    recency: ``"linear"`` = last-access time; ``"inverse"`` = 1 / (now − last_access + 1 ms),
+    recency: `Recency.LINEAR` = last-access time; `INVERSE` = 1 / (now − last_access + 1 ms),
     the artifact's form on trace time. Both rise with last-access time, which is what makes
     the fast search exact.
 
@@ -187,12 +188,10 @@ class FlopAware(HeapIndex):
     """
 
     def __init__(self, alpha: float, efficiency: Callable[[Node], float],
-                 recency: str = "linear", reference: bool = False):
+                 recency: Recency = Recency.LINEAR, reference: bool = False):
         super().__init__()
-        if recency not in ("linear", "inverse"):
-            raise ValueError(f"recency {recency!r}; expected 'linear' or 'inverse'")
         self.efficiency = efficiency
-        self.recency = recency
+        self.recency = parse_choice(Recency, recency, "recency")
         self.reference = reference
         self._scored = False                        # efficiency structures built (α > 0)
         self._t_min: list = []
@@ -333,7 +332,7 @@ class FlopAware(HeapIndex):
         r the recency. A term whose values are all equal normalises to 1 (slope 0, offset 1).
         """
         now = self.cache.clock.now
-        if self.recency == "inverse":
+        if self.recency is Recency.INVERSE:
             r_lo, r_hi = 1.0 / ((now - t_lo) + 1.0), 1.0 / ((now - t_hi) + 1.0)
         else:
             r_lo, r_hi = t_lo, t_hi
@@ -348,7 +347,7 @@ class FlopAware(HeapIndex):
         one, so the fast-vs-brute-force tests would see any rounding difference."""
         alpha = self.alpha
         now, r_lo, r_inv, r_off, e_lo, e_inv, e_off = self._terms(t_lo, t_hi, e_lo, e_hi)
-        if self.recency == "inverse":
+        if self.recency is Recency.INVERSE:
             def score(t, e):
                 return ((1.0 / ((now - t) + 1.0) - r_lo) * r_inv + r_off
                         + alpha * ((e - e_lo) * e_inv + e_off))
@@ -369,7 +368,7 @@ class FlopAware(HeapIndex):
             return None
         bounds = (t_lo[0], -_live_top(self._t_max)[0], _live_top(self._e_min)[0],
                   -_live_top(self._e_max)[0])
-        inverse = self.recency == "inverse"
+        inverse = self.recency is Recency.INVERSE
         key = (bounds, self.cache.clock.now if inverse else None, alpha, self._version)
         if key != self._order_key:
             # Bucket bounds, lowest first. Kept while nothing they depend on changes (same
@@ -436,7 +435,7 @@ class FlopAware(HeapIndex):
         less `_SLACK`. With linear recency: R(top) + (E(edge) + r_off − slack), the second
         part kept while the efficiency normalisation and the edges stay (a different
         association than S's, so a few ulps apart: far inside the slack)."""
-        if self.recency == "inverse":
+        if self.recency is Recency.INVERSE:
             edges = np.maximum(self._edge_arr, bounds[2])
             return self.scorer(*bounds)(self._tops_arr, edges) - _SLACK
         _, r_lo, r_inv, r_off, e_lo, e_inv, e_off = terms

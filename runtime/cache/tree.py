@@ -40,6 +40,7 @@ alone), `_evict_leaf` (how a leaf victim goes) and `_keep_leaf` (a leaf tidy-up 
 
 from __future__ import annotations
 
+import enum
 import itertools
 from typing import Iterator, NamedTuple, Protocol
 
@@ -49,6 +50,16 @@ from marconi.runtime.seq import Seq, common_prefix
 
 REMOVE = "remove"            # evict a leaf: its KV and its states (dense leaves: trimmed)
 DROP_STATE = "drop_state"    # evict one node's checkpoint, keep its KV
+
+
+class Refresh(str, enum.Enum):
+    """Which recency a request refreshes (a policy's `refresh`)."""
+
+    PATH = "path"    # the matched and inserted path becomes most recent (`touch_path`)
+    HIT = "hit"      # only the consumed checkpoint's node, and new nodes (`consume`)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class TraceClock:

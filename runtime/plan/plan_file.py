@@ -47,7 +47,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "capacity_bytes": plan.capacity_bytes,
         "admission": dataclasses.asdict(plan.admission),
         "eviction": {"policy": "class-offset-lru",
-                     "offsets_ms": {c: float(v) for c, v in plan.eviction.offsets_ms},
+                     "offsets_ms": {str(c): float(v) for c, v in plan.eviction.offsets_ms},
                      "efficiency_ms": float(plan.eviction.efficiency_ms),
                      "efficiency_ref": float(plan.eviction.efficiency_ref)},
         "memory": dataclasses.asdict(plan.memory),

@@ -20,6 +20,7 @@ Plus `pinned` prefixes (hot shared prefixes the offline optimum keeps all the ti
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 from typing import Any
 
@@ -27,15 +28,24 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 
-# reuse classes a checkpoint node can carry (eviction offsets are keyed by these)
-FRESH = "fresh"                  # end of an input mostly unseen before
-CONTINUATION = "continuation"    # end of an input that extends something seen before
-OUTPUT = "output"                # after the last decoded token (known outputs only)
-BRANCH = "branch"                # where the input leaves a prefix seen before
-STRIDE = "stride"                # a stride position inside new content
-PASSED = "passed"                # a state a later request extended past (now interior)
-PINNED = "pinned"                # on a pinned hot prefix
-CLASSES = (FRESH, CONTINUATION, OUTPUT, BRANCH, STRIDE, PASSED, PINNED)
+
+class ReuseClass(str, enum.Enum):
+    """The reuse class a checkpoint node carries (eviction offsets are keyed by it). Its
+    value is the text runtime.yaml and JSON reports use, and it compares equal to it."""
+
+    FRESH = "fresh"                  # end of an input mostly unseen before
+    CONTINUATION = "continuation"    # end of an input that extends something seen before
+    OUTPUT = "output"                # after the last decoded token (known outputs only)
+    BRANCH = "branch"                # where the input leaves a prefix seen before
+    STRIDE = "stride"                # a stride position inside new content
+    PASSED = "passed"                # a state a later request extended past (now interior)
+    PINNED = "pinned"                # on a pinned hot prefix
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLASSES = tuple(ReuseClass)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +86,19 @@ class EvictionRules:
     LRU per class; it is a static-normalisation form of Marconi's Eq. 2.
     """
 
-    offsets_ms: tuple[tuple[str, float], ...] = tuple((c, 0.0) for c in CLASSES)
+    offsets_ms: tuple[tuple[ReuseClass, float], ...] = tuple((c, 0.0) for c in CLASSES)
     efficiency_ms: float = 0.0
     efficiency_ref: float = 1.0
 
-    def offset(self, cls: str) -> float:
+    def __post_init__(self):
+        # classes given by their text (a caller's literal) become the enum
+        object.__setattr__(self, "offsets_ms",
+                           tuple((ReuseClass(c), v) for c, v in self.offsets_ms))
+
+    def offset(self, cls: ReuseClass) -> float:
         return dict(self.offsets_ms).get(cls, 0.0)
 
-    def with_offset(self, cls: str, value: float) -> EvictionRules:
+    def with_offset(self, cls: ReuseClass, value: float) -> EvictionRules:
         d = dict(self.offsets_ms)
         d[cls] = float(value)
         return dataclasses.replace(self, offsets_ms=tuple((c, d.get(c, 0.0)) for c in CLASSES))
@@ -139,7 +154,7 @@ class Plan:
         return {
             "admission": dataclasses.asdict(self.admission),
             "eviction": {"policy": "class-offset-lru",
-                         "offsets_ms": dict(self.eviction.offsets_ms),
+                         "offsets_ms": {str(c): v for c, v in self.eviction.offsets_ms},
                          "efficiency_ms": self.eviction.efficiency_ms,
                          "efficiency_ref": self.eviction.efficiency_ref},
             "memory": dataclasses.asdict(self.memory),

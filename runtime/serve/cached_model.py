@@ -50,7 +50,7 @@ from marconi.runtime.serve.generation import assemble, parse_generation_args, un
 from marconi.runtime.serve.model_adapters import ModelAdapter
 from marconi.runtime.serve.pools import KVPool, StatePool
 from marconi.runtime.cache.prefix_cache import PrefixCache
-from marconi.runtime.cache.tree import TraceClock
+from marconi.runtime.cache.tree import Refresh, TraceClock
 from marconi.runtime.seq import Seq
 from marconi.runtime.serve.tensor_cache import TensorPrefixCache
 from marconi.runtime.workload import Request, Workload
@@ -243,7 +243,7 @@ class CachedModel:
         h = m.hit_depth
         if h:
             work = self._restore(m.hit_node)
-            cache.consume(m.hit_node, policy.refresh != "path")
+            cache.consume(m.hit_node, policy.refresh is not Refresh.PATH)
             n.hit_requests += 1
         else:
             work = self.adapter.new_cache()
@@ -369,7 +369,7 @@ class CachedModel:
         if end is not None:
             kv = self.adapter.kv(work)
             cache.attach(end, lambda lo, hi: [t[lo:hi] for t in kv], snaps)
-        if policy.refresh == "path":
+        if policy.refresh is Refresh.PATH:
             cache.touch_path(end if end is not None else (m.partial or m.node))
 
 

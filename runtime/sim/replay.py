@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from marconi.passes.cost_model import CostModel
-from marconi.runtime.cache.tree import PrefixTree
+from marconi.runtime.cache.tree import PrefixTree, Refresh
 from marconi.runtime.seq import make_seq
 from marconi.runtime.workload import Workload
 
@@ -74,7 +74,7 @@ class Replay:
         cache, policy, hits, hit_ids = self.cache, self.policy, self.hits, self.hit_ids
         clock = cache.clock
         fresh = itertools.count(self.next_fresh, -1)
-        path_refresh = policy.refresh == "path"
+        path_refresh = policy.refresh is Refresh.PATH
         admit, after = policy.admit, policy.after_request
         match, insert, consume, touch = cache.match, cache.insert, cache.consume, \
             cache.touch_path

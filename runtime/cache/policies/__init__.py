@@ -7,11 +7,12 @@ package, registered with the decorator::
 
     from marconi.runtime.cache.policies import register
     from marconi.runtime.cache.policies.base import Admission, Policy
+    from marconi.runtime.cache.tree import Refresh
 
     @register("my-policy")
     class MyPolicy(Policy):
         '''Exact semantics and the source they follow.'''
-        refresh = "path"                 # or "hit": which recency a request refreshes
+        refresh = Refresh.PATH           # or HIT: which recency a request refreshes
 
         def make_index(self):            # eviction order: a `runtime.eviction` index
             return LeafLRU()
@@ -37,8 +38,9 @@ The hooks, all optional except `make_index` and `admit` (see `Policy` for defaul
 - ``admit(seq, match) -> Admission``: after the request's input was matched (`match`, a
   `prefix_cache.Match`), cache ``seq.ids[:length]`` with states at the depths in
   `checkpoints` (ids, not tokens; `seq.tokens(depth)` and `seq.floor_grid` convert).
-- ``refresh``: "path" = the matched and inserted path becomes most recent; "hit" = only the
-  consumed checkpoint's node and new nodes (Marconi, SGLang #31643).
+- ``refresh`` (a `tree.Refresh`; its text is accepted): PATH = the matched and inserted
+  path becomes most recent; HIT = only the consumed checkpoint's node and new nodes
+  (Marconi, SGLang #31643).
 - ``kv_only_leaves``: True if `admit` may insert KV past the last checkpoint.
 - ``after_request(replay, i)``: called after request `i` (Marconi tunes α here).
 - ``describe()``: parameters to report (e.g. the α chosen).

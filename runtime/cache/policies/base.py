@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, parse_choice
 from marconi.runtime.cache.prefix_cache import PrefixCache
-from marconi.runtime.cache.tree import Match, PrefixTree
+from marconi.runtime.cache.tree import Match, PrefixTree, Refresh
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -28,9 +28,13 @@ class Policy:
     """Admission and eviction for one replay (see the package docstring for the hooks)."""
 
     name: ClassVar[str] = ""
-    refresh: ClassVar[str] = "path"
+    refresh: ClassVar[Refresh] = Refresh.PATH
     kv_only_leaves: ClassVar[bool] = False
     cache_class: ClassVar[type[PrefixTree]] = PrefixCache   # per-block baselines: DenseCache
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.refresh = parse_choice(Refresh, cls.refresh, f"{cls.__qualname__}.refresh")
 
     def __init__(self, cost: CostModel, config: CacheConfig, workload: Workload):
         self.cost = cost

@@ -15,6 +15,7 @@ import time
 from marconi.runtime.cache.eviction import FlopAware
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Policy, judicious_admission
+from marconi.runtime.cache.tree import Refresh
 
 
 def flop_efficiency(cost):
@@ -57,7 +58,7 @@ class Marconi(Policy):
     empty tree and breaks ties by completion order (§3, §9 bug 4).
     """
 
-    refresh = "hit"
+    refresh = Refresh.HIT
 
     def __init__(self, cost, config, workload, alpha: float = 0.0, tune: bool = True):
         super().__init__(cost, config, workload)
@@ -105,7 +106,7 @@ class Marconi(Policy):
         return Marconi(self.cost, self.config, self.workload, alpha=alpha, tune=False)
 
     def describe(self):
-        out = {"alpha": self.alpha, "recency": self.config.recency}
+        out = {"alpha": self.alpha, "recency": self.config.recency.value}
         if self.tune:
             out.update(first_eviction_request=self.first_eviction, tuned_at_request=self.tuned_at,
                        bootstrap_multiplier=self.config.bootstrap_multiplier,

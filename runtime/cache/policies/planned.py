@@ -6,18 +6,18 @@ import heapq
 from typing import ClassVar
 
 from marconi.runtime.plan.seen import SeenPrefixes
-from marconi.runtime.plan.rules import (BRANCH, CONTINUATION, FRESH, OUTPUT, PASSED, PINNED,
-                                   STRIDE, Plan, default_plan)
+from marconi.runtime.plan.rules import Plan, ReuseClass, default_plan
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.eviction import HeapIndex
 from marconi.runtime.cache.policies.marconi import flop_efficiency
-from marconi.runtime.cache.tree import DROP_STATE, REMOVE
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh
 from marconi.runtime.workload import Workload
 
 # when one depth qualifies for several classes, the first listed wins
-_RANK = {PINNED: 0, BRANCH: 1, CONTINUATION: 2, FRESH: 3, OUTPUT: 4, STRIDE: 5}
+_RANK = {ReuseClass.PINNED: 0, ReuseClass.BRANCH: 1, ReuseClass.CONTINUATION: 2,
+         ReuseClass.FRESH: 3, ReuseClass.OUTPUT: 4, ReuseClass.STRIDE: 5}
 
 
 @register("planned")
@@ -49,7 +49,7 @@ class Planned(Policy):
     same information Marconi's α tuning gets, no future requests.
     """
 
-    refresh = "path"
+    refresh = Refresh.PATH
     plan: ClassVar[Plan | None] = None
     min_online_window: ClassVar[int] = 200
 
@@ -61,8 +61,8 @@ class Planned(Policy):
         self.planned_online: int | None = None
         self.seen = SeenPrefixes()
         self.index: ClassOffsetLRU | None = None
-        self.cls: dict[int, str] = {}          # node uid → reuse class
-        self.pending: dict[int, str] = {}      # depth → class of this request's states
+        self.cls: dict[int, ReuseClass] = {}   # node uid → reuse class
+        self.pending: dict[int, ReuseClass] = {}   # depth → class of this request's states
         self.next_request = 0
         self.efficiency = flop_efficiency(cost)
 
@@ -88,9 +88,9 @@ class Planned(Policy):
         sight = self.seen.lookup(seq.ids, n)
         seen_share = seq.tokens(sight.depth) / seq.input_tokens if seq.input_tokens else 0.0
         fresh = seen_share < rules.fresh_threshold
-        ck: dict[int, str] = {}
+        ck: dict[int, ReuseClass] = {}
 
-        def add(depth: int, cls: str) -> None:
+        def add(depth: int, cls: ReuseClass) -> None:
             d = seq.floor_grid(depth, grid)
             if d <= m.hit_depth or seq.tokens(d) < rules.min_prefix_tokens:
                 return
@@ -99,21 +99,21 @@ class Planned(Policy):
 
         for p in self.rules.pinned:
             if p.ids <= n and p.matches(seq.ids):
-                add(p.ids, PINNED)
+                add(p.ids, ReuseClass.PINNED)
         if rules.branch_sighting and sight.passes >= rules.branch_sighting and \
                 0 < sight.depth < n:
-            add(sight.depth, BRANCH)
+            add(sight.depth, ReuseClass.BRANCH)
         if rules.input_end and (rules.admit_fresh or not fresh):
             end = n if seq.block == 1 else seq.floor_grid(n, seq.block)
-            add(end, FRESH if fresh else CONTINUATION)
+            add(end, ReuseClass.FRESH if fresh else ReuseClass.CONTINUATION)
         if rules.output_end and len(seq.ids) > n and (rules.admit_fresh or not fresh) and \
                 self._outputs_known():
-            add(len(seq.ids), FRESH if fresh else OUTPUT)
+            add(len(seq.ids), ReuseClass.FRESH if fresh else ReuseClass.OUTPUT)
         if rules.stride_tokens:
             step = rules.stride_tokens
             t = (seq.tokens(sight.depth) // step + 1) * step
             while t < seq.input_tokens:
-                add(_depth_at(seq, t), STRIDE)
+                add(_depth_at(seq, t), ReuseClass.STRIDE)
                 t += step
         self.pending = ck
         if not ck:
@@ -140,13 +140,14 @@ class Planned(Policy):
         return out
 
     # ------------------------------------------------------------------ classes
-    def node_class(self, node) -> str:
+    def node_class(self, node) -> ReuseClass:
         cls = self.cls.get(node.uid)
         if cls is None:
-            cls = self.pending.get(node.depth, FRESH)
+            cls = self.pending.get(node.depth, ReuseClass.FRESH)
             self.cls[node.uid] = cls
-        if len(node.children) == 1 and node.ckpt and cls not in (BRANCH, PINNED):
-            return PASSED
+        if len(node.children) == 1 and node.ckpt and \
+                cls not in (ReuseClass.BRANCH, ReuseClass.PINNED):
+            return ReuseClass.PASSED
         return cls
 
     def offset(self, node) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marconi.runtime.cache.eviction import LeafLRU
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Policy, judicious_admission
+from marconi.runtime.cache.tree import Refresh
 
 
 @register("sglang")
@@ -19,7 +20,7 @@ class SGLangPlus(Policy):
     partial-edge false hits (its bug 3). A state-free model hits any cached token.
     """
 
-    refresh = "path"
+    refresh = Refresh.PATH
 
     def make_index(self):
         return LeafLRU()

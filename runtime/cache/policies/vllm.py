@@ -6,6 +6,7 @@ from marconi.runtime.cache.dense_cache import DenseCache
 from marconi.runtime.cache.eviction import LeafLRU, StateAndLeafLRU
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
+from marconi.runtime.cache.tree import Refresh
 
 
 @register("vllm-all")
@@ -21,7 +22,7 @@ class VLLMAll(Policy):
     A state-free model hits whole blocks of cached KV (vLLM hashes full blocks only).
     """
 
-    refresh = "path"
+    refresh = Refresh.PATH
     cache_class = DenseCache
 
     def __init__(self, cost, config, workload):
@@ -68,7 +69,7 @@ class VLLMAlign(Policy):
     state-free model hits whole blocks of cached KV (vLLM hashes full blocks only).
     """
 
-    refresh = "path"
+    refresh = Refresh.PATH
     kv_only_leaves = True
 
     def __init__(self, cost, config, workload):
