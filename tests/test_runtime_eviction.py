@@ -16,7 +16,7 @@ from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, TraceClock
 from marconi.runtime.sim.replay import Replay
 from marconi.runtime.seq import Seq
-from test_runtime_helpers import paper_7b_cost, token_workload
+from helpers import paper_7b_cost, token_workload
 
 
 class CheckedFlopAware(FlopAware):

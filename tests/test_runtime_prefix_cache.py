@@ -18,7 +18,7 @@ from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.policies.base import Policy
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh, TraceClock
 from marconi.runtime.seq import Seq
-from test_runtime_helpers import paper_7b_cost, token_workload
+from helpers import paper_7b_cost, token_workload
 
 KPT, SB = 3, 50          # bytes of KV per token, bytes per checkpoint
 

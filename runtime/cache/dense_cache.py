@@ -21,9 +21,8 @@ The tree itself is `PrefixTree`'s (tree.py).
 from __future__ import annotations
 
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.cache.tree import (EvictionIndex, Match, Node, PrefixTree, TraceClock,
-                                        common_prefix)
-from marconi.runtime.seq import Seq
+from marconi.runtime.cache.tree import EvictionIndex, Match, Node, PrefixTree, TraceClock
+from marconi.runtime.seq import Seq, common_prefix
 
 
 class DenseCache(PrefixTree):

@@ -12,9 +12,8 @@ The tree itself (insert, split, merge, locks, byte accounting, eviction rounds) 
 
 from __future__ import annotations
 
-from marconi.runtime.cache.tree import (EvictionIndex, Match, PrefixTree, TraceClock,
-                                        common_prefix)
-from marconi.runtime.seq import Seq
+from marconi.runtime.cache.tree import EvictionIndex, Match, PrefixTree, TraceClock
+from marconi.runtime.seq import Seq, common_prefix
 
 
 class PrefixCache(PrefixTree):
