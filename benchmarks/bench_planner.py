@@ -44,7 +44,7 @@ def table(workloads, model: str, shares=(0.25, 0.5, 0.75)) -> list[dict]:
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
     from marconi.runtime.cache.policies.planned import Planned
-    from marconi.runtime.sim.simulator import run_policy
+    from marconi.runtime.sim.simulator import replay_policy, run_policy
     from marconi.spec import load_model
 
     cost = build_cost_model(load_model(model))
@@ -61,7 +61,8 @@ def table(workloads, model: str, shares=(0.25, 0.5, 0.75)) -> list[dict]:
             cfg = CacheConfig(capacity=Capacity.shared(cap))
             for half, part in (("first (fitted)", first), ("second (held out)", second)):
                 scores = {p: run_policy(p, part, cost, cfg).flop_savings for p in BASELINES}
-                planned = Planned.with_plan(result.plan).run(part, cost, cfg).flop_savings
+                planned = replay_policy(Planned.with_plan(result.plan), part, cost,
+                                        cfg).flop_savings
                 bound = offline_bound(part, cost, cap).upper
                 best = max(scores, key=scores.get)
                 rows.append({"workload": name, "share": share, "capacity_bytes": cap,
@@ -212,7 +213,7 @@ def diagnose(model: str) -> str:
     from marconi.runtime.cache.eviction import StateAndLeafLRU
     from marconi.runtime.cache.policies.base import Admission, Policy
     from marconi.runtime.cache.policies.planned import Planned
-    from marconi.runtime.sim.simulator import run_policy
+    from marconi.runtime.sim.simulator import replay_policy, run_policy
     from marconi.spec import load_model
 
     cost = build_cost_model(load_model(model))
@@ -249,8 +250,8 @@ def diagnose(model: str) -> str:
             cfg = CacheConfig(capacity=Capacity.shared(cap))
             plan = derive_plan(first, cost, cap).plan
             align = run_policy("vllm-align", second, cost, cfg).flop_savings
-            planned = Planned.with_plan(plan).run(second, cost, cfg).flop_savings
-            oracle = Oracle.run(second, cost, cfg).flop_savings
+            planned = replay_policy(Planned.with_plan(plan), second, cost, cfg).flop_savings
+            oracle = replay_policy(Oracle, second, cost, cfg).flop_savings
             out.append(f"| {name} | {gib} GiB | {align:.3f} | {planned:.3f} | {oracle:.3f} | "
                        f"{auc:.2f} |")
             print(out[-1], file=sys.stderr, flush=True)

@@ -34,7 +34,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from marconi.passes import build_cost_model            # noqa: E402
 from marconi.runtime.capacity import Capacity          # noqa: E402
 from marconi.runtime.config import CacheConfig         # noqa: E402
+from marconi.planner.plan import planned_policies  # noqa: E402
 from marconi.runtime.cache.policies import get_policy, policy_names  # noqa: E402
+from marconi.runtime.sim.simulator import replay_policy  # noqa: E402
 from marconi.runtime.workload import Request, Workload, load_trace  # noqa: E402
 from marconi.spec import load_model                    # noqa: E402
 
@@ -87,11 +89,12 @@ def synthetic_trace(requests: int = 50_000, blocks: int = 12_000_000,
 
 def time_policies(workload, cost, capacity: int, policies) -> list[dict]:
     rows = []
+    bound = planned_policies()                  # `planned` plans online
     for name in policies:
-        cls = get_policy(name)
+        cls = bound.get(name) or get_policy(name)
         config = CacheConfig(Capacity.shared(capacity))
         c0, w0 = time.process_time(), time.perf_counter()
-        r = cls.run(workload, cost, config)
+        r = replay_policy(cls, workload, cost, config)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         rows.append({"policy": name, "capacity": capacity, "cpu_s": cpu, "wall_s": wall,
                      "token_hit_rate": r.token_hit_rate, "params": r.params})

@@ -57,6 +57,7 @@ def predicted(requests, cost, policy: str, capacity: int):
     """The simulator's FLOP savings and hits for the same requests, policy and capacity."""
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
+    from marconi.planner.plan import planned_policies
     from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.sim.replay import Replay
     from marconi.runtime.sim.simulator import summarize
@@ -66,7 +67,8 @@ def predicted(requests, cost, policy: str, capacity: int):
         Request(index=i, arrival_ms=float(i), input_ids=tuple(ids), input_tokens=len(ids),
                 output_tokens=0, output_ids=()) for i, ids in enumerate(requests)))
     config = CacheConfig(capacity=Capacity.shared(capacity))
-    replay = Replay(workload, cost, get_policy(policy)(cost, config, workload))
+    cls = planned_policies().get(policy) or get_policy(policy)     # as `marconi.wrap` binds
+    replay = Replay(workload, cost, cls(cost, config, workload))
     replay.run()
     return summarize(policy, replay, cost, config, {}), replay.hits
 
@@ -75,7 +77,7 @@ def predicted(requests, cost, policy: str, capacity: int):
 def one_repeat(model, requests, cost, policy: str, capacity: int):
     """Per request: the uncached forward, then the cached prefill on a fresh wrapper that
     has seen the earlier requests. Interleaved, so that both see the same machine load."""
-    from marconi.runtime.serve.cached_model import wrap
+    from marconi import wrap
     cached = wrap(model, capacity=capacity, policy=policy, cost=cost)
     uncached_s, cached_s, starts = [], [], []
     for ids in requests:

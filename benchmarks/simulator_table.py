@@ -26,6 +26,7 @@ from pathlib import Path
 
 from marconi.passes import build_cost_model
 from marconi.runtime.capacity import Capacity
+from marconi.planner.plan import planned_policies
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import policy_names
 from marconi.runtime.sim.simulator import run_policy
@@ -71,7 +72,7 @@ def run(models, traces, policies, out=sys.stdout):
                 cfg = CacheConfig(Capacity.shared(cap))
                 for name in policies:
                     t0 = time.perf_counter()
-                    r = run_policy(name, workload, cost, cfg)
+                    r = run_policy(name, workload, cost, cfg, bound=planned_policies())
                     results[cap, name] = r
                     rows.append({"model": model, "trace": trace, "capacity_bytes": cap,
                                  "policy": name, "token_hit_rate": r.token_hit_rate,

@@ -31,6 +31,7 @@ import numpy as np
 
 from marconi.passes import build_cost_model
 from marconi.passes.cost_model import CostModel
+from marconi.planner.plan import planned_policies
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.sim.latency import get_device
@@ -195,7 +196,8 @@ def execute(task: Task, inputs: Inputs) -> dict[str, Any]:
     head.update(fraction=task.fraction, capacity_bytes=task.capacity_bytes)
     if task.kind == POLICY:
         config = CacheConfig(capacity=Capacity.shared(task.capacity_bytes))
-        return {**head, **_sim_record(run_policy(task.policy, workload, cost, config))}
+        return {**head, **_sim_record(run_policy(task.policy, workload, cost, config,
+                                                 bound=planned_policies()))}
     from marconi.planner.offline import offline_bound
     t0 = time.perf_counter()
     report = offline_bound(workload, cost, task.capacity_bytes, method=inputs.bound_method)

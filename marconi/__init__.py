@@ -5,7 +5,8 @@ Public API (imported lazily so that `import marconi` stays cheap and does nothin
 - `marconi.load_model(path)`: a `model.yaml` or Hugging Face `config.json` → spec.
 - `marconi.parse_capacity("40GiB")`: capacity strings → bytes.
 - `marconi.wrap(model, plan=None, capacity=None)`: a PyTorch / Hugging Face hybrid model
-  behind a prefix cache (`marconi.runtime.serve.cached_model`, docs/wrap.md); loaded on first use.
+  behind a prefix cache (`marconi.runtime.serve.cached_model`, docs/wrap.md), with the
+  planner bound for `planned`'s online planning; loaded on first use.
 """
 
 from marconi.errors import (CapacityError, PlanError, SolverError, SpecError, TraceError,
@@ -19,8 +20,12 @@ __all__ = ["CapacityError", "DType", "HFConfig", "ModelSpec", "PlanError", "Solv
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    if name == "wrap":          # lazy: importing marconi must not import torch
-        from marconi.runtime.serve.cached_model import wrap
-        return wrap
-    raise AttributeError(f"module 'marconi' has no attribute {name!r}")
+def wrap(model, plan=None, capacity=None, policy=None, poison_freed=False, cost=None):
+    """`marconi.runtime.serve.cached_model.wrap` (its docstring lists the arguments) with the
+    planner's `replan_online` bound, so that `planned` without a plan plans itself online
+    from the requests it served (docs/wrap.md)."""
+    # imported here: importing marconi must not import torch or the planner
+    from marconi.planner.plan import replan_online
+    from marconi.runtime.serve.cached_model import wrap as wrap_model
+    return wrap_model(model, plan=plan, capacity=capacity, policy=policy,
+                      poison_freed=poison_freed, cost=cost, replanner=replan_online)

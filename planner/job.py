@@ -21,14 +21,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from functools import partial
 from typing import Callable, Sequence
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.planner.plan import PlanResult, derive_plan
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.executor import Executor
 from marconi.runtime.sim.simulator import SimResult, simulate
 from marconi.runtime.workload import Workload
 
@@ -68,42 +69,39 @@ class PlanJob:
 
 
 def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_bytes: int,
-             jobs: int = 1, baselines: Sequence[str] = BASELINES,
+             executor: Executor | None = None, baselines: Sequence[str] = BASELINES,
              bound: BoundReport | None = None,
              progress: Progress | None = None, warmup: float = 0.0) -> Evaluation:
-    """Every baseline and `plan` replayed on `workload`, with the offline bound (`bound`
-    when the caller already has it for this workload, capacity and warm-up)."""
-    from marconi.runtime.cache.policies.planned import Planned
+    """Every baseline and `plan` (as `planned`) replayed on `workload` by the simulator,
+    in `executor` (default in-line), with the offline bound (`bound` when the caller
+    already has it for this workload, capacity and warm-up)."""
     config = CacheConfig(capacity=Capacity.shared(int(capacity_bytes)),
                          chunk_tokens=plan.plan.chunk_tokens, warmup=warmup)
     name = workload.name
-    _report(progress, f"{name}: replaying {len(baselines)} baselines")
+    _report(progress, f"{name}: replaying {len(baselines)} baselines and the plan")
     per_policy = None if progress is None else \
         (lambda policy, done, total: progress(f"{name}: {policy}", done, total))
-    report = simulate(workload, cost, config, list(baselines), jobs=jobs, progress=per_policy)
-    t0 = time.perf_counter()
-    planned = Planned.with_plan(plan.plan).run(
-        workload, cost, config, None if per_policy is None else partial(per_policy, "planned"))
-    planned = dataclasses.replace(planned, seconds=time.perf_counter() - t0)
+    report = simulate(workload, cost, config, [*baselines, "planned"], executor=executor,
+                      progress=per_policy, bound={"planned": Planned.with_plan(plan.plan)})
     if bound is None:
         _report(progress, f"{name}: offline bound")
         bound = offline_bound(workload, cost, capacity_bytes, warmup=warmup)
     return Evaluation(workload=workload.name, requests=len(workload.requests),
-                      results=report.results + (planned,), bound=bound,
+                      results=report.results, bound=bound,
                       warmup_requests=config.warmup_requests(len(workload.requests)))
 
 
 def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
                  capacity_source: str = "given", chunk_tokens: int | None = None,
                  held_out: bool = True, sweep_factors: Sequence[float] = (),
-                 jobs: int = 1, progress: Progress | None = None,
+                 executor: Executor | None = None, progress: Progress | None = None,
                  warmup: float = 0.0) -> PlanJob:
     t0 = time.perf_counter()
     _report(progress, f"planning on {workload.name}")
     plan = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens,
                        warmup=warmup)
     # derive_plan solved this workload's bound at this capacity already: reuse it
-    whole = evaluate(plan, workload, cost, capacity_bytes, jobs, bound=plan.bound,
+    whole = evaluate(plan, workload, cost, capacity_bytes, executor, bound=plan.bound,
                      progress=progress, warmup=warmup)
     fitted_half = evaluation_half = None
     if held_out and len(workload.requests) >= 4:
@@ -111,7 +109,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
         _report(progress, f"planning on {first.name}")
         fitted_half = derive_plan(first, cost, capacity_bytes, chunk_tokens=chunk_tokens,
                                   warmup=warmup)
-        evaluation_half = evaluate(fitted_half, second, cost, capacity_bytes, jobs,
+        evaluation_half = evaluate(fitted_half, second, cost, capacity_bytes, executor,
                                    progress=progress, warmup=warmup)
     points = []
     for f in sweep_factors:
@@ -120,7 +118,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
             _report(progress, f"planning at {f:g}× the capacity")
         p = plan if f == 1 else derive_plan(workload, cost, cap, chunk_tokens=chunk_tokens,
                                             tune_replays=12, warmup=warmup)
-        ev = whole if f == 1 else evaluate(p, workload, cost, cap, jobs, bound=p.bound,
+        ev = whole if f == 1 else evaluate(p, workload, cost, cap, executor, bound=p.bound,
                                            progress=progress, warmup=warmup)
         points.append((cap, ev.results, ev.bound.upper.flop_savings))
     return PlanJob(capacity_bytes=int(capacity_bytes), capacity_source=capacity_source,

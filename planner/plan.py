@@ -13,6 +13,10 @@ To keep the planner honest, callers fit on one part of a trace and score on anot
 (`Workload.split`): `marconi-plan` reports both. With a warm-up fraction, the bound, the
 schedule's insights and every tuning replay count only the requests after it.
 
+The runtime's `planned` policy plans online through `replan_online`, which it is given
+(`planned_policies`, or ``Planned.with_planner(replan_online)``): the runtime does not
+import the planner.
+
 A plan needs at least two requests (it is fitted on the reuse between them); a workload
 without any reuse gets one all the same: its bound is 0 and no rule can change that.
 """
@@ -30,8 +34,10 @@ from marconi.planner.derive import OfflineInsights, analyze, initial_plan
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.runtime.plan.rules import Plan
 from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.replay import with_cycle_collector
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -81,3 +87,20 @@ def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
         ("replays", len(trials))))
     return PlanResult(plan=plan, bound=bound, insights=insights, trials=trials,
                       tuned_flop_savings=best, seconds=time.perf_counter() - t0)
+
+
+def replan_online(workload: Workload, cost: CostModel, capacity_bytes: int,
+                  chunk_tokens: int | None) -> Plan:
+    """`planned`'s online re-planner (`runtime.cache.policies.planned.Replanner`): a plan
+    for the requests served so far, on one shared pool (a running cache's pools cannot be
+    re-split). Called mid-replay, it collects cycles again for its own work."""
+    with with_cycle_collector():                    # planning is not a replay loop
+        result = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens,
+                             memory_split=False)
+    return result.plan
+
+
+def planned_policies() -> dict[str, type]:
+    """The policies to bind in a simulation (`simulate`'s and `run_policy`'s `bound`) so
+    that `planned` without a saved plan plans online with this planner."""
+    return {"planned": Planned.with_planner(replan_online)}

@@ -17,7 +17,9 @@ from typing import Callable, Iterable
 from marconi.passes.cost_model import CostModel
 from marconi.planner.derive import OfflineInsights
 from marconi.runtime.plan.rules import MemoryRules, Plan, ReuseClass
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.simulator import replay_policy
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,7 @@ class Trial:
 def replay_savings(plan: Plan, workload: Workload, cost: CostModel,
                    config: CacheConfig) -> float:
     """FLOP savings of `plan` on `workload` (one replay of the `planned` policy)."""
-    from marconi.runtime.cache.policies.planned import Planned
-    return Planned.with_plan(plan).run(workload, cost, config).flop_savings
+    return replay_policy(Planned.with_plan(plan), workload, cost, config).flop_savings
 
 
 def search_space(plan: Plan, insights: OfflineInsights, memory_split: bool

@@ -125,7 +125,7 @@ def test_the_main_job_reports_every_step_and_replay(trace):
     from marconi.runtime.workload import load_trace
     workload = load_trace(trace)
     seen: list[tuple[str, int, int]] = []
-    run_plan_job(workload, paper_7b_cost(), 2 * 2**30, jobs=1,
+    run_plan_job(workload, paper_7b_cost(), 2 * 2**30,
                  progress=lambda stage, done, total: seen.append((stage, done, total)))
     stages = [s for s, _, _ in seen]
     name, first, second = workload.name, *(w.name for w in workload.split())

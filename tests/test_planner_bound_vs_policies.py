@@ -14,13 +14,13 @@ import pytest
 
 from marconi.planner.candidates import build_problem
 from marconi.planner.offline import offline_bound
-from marconi.planner.plan import derive_plan
-from marconi.planner.testing import random_workload, toy_cost
+from marconi.planner.plan import derive_plan, planned_policies
+from helpers import causal_toy_cost, random_workload
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import policy_names
 from marconi.runtime.cache.policies.planned import Planned
-from marconi.runtime.sim.simulator import run_policy
+from marconi.runtime.sim.simulator import replay_policy, run_policy
 
 POLICIES = [p for p in policy_names() if p != "infinite"]
 CASES = [pytest.param(seed, block, 200, 0.0,
@@ -37,16 +37,17 @@ CASES += [pytest.param(seed, block, state, warmup,
 @pytest.mark.parametrize("seed,block,state,warmup", CASES)
 def test_bound_holds_for_every_policy(seed, block, state, warmup, capacity):
     workload = random_workload(seed, n=24, vocab=3, max_len=8, block_size=block)
-    cost = toy_cost(kv=40 if block == 1 else 10, state=state)
+    cost = causal_toy_cost(kv=40 if block == 1 else 10, state=state)
     config = CacheConfig(capacity=Capacity.shared(capacity), bootstrap_multiplier=1,
                          warmup=warmup)
     problem = build_problem(workload, cost, capacity, warmup=warmup)
     bounds = {m: offline_bound(workload, cost, capacity, method=m, problem=problem,
                                warmup=warmup)
               for m in ("lp", "lagrangian", "knapsack")}
-    results = {name: run_policy(name, workload, cost, config) for name in POLICIES}
+    results = {name: run_policy(name, workload, cost, config, bound=planned_policies())
+               for name in POLICIES}
     plan = derive_plan(workload, cost, capacity, tune_replays=8, warmup=warmup).plan
-    results["planned(tuned)"] = Planned.with_plan(plan).run(workload, cost, config)
+    results["planned(tuned)"] = replay_policy(Planned.with_plan(plan), workload, cost, config)
     for name, result in results.items():
         assert result.peak_occupancy <= 1.0 + 1e-12, name
         assert result.warmup_requests == int(warmup * len(workload.requests)), name
@@ -61,7 +62,7 @@ def test_warmup_bound_is_the_counted_part_of_a_schedule(state):
     warm-up) are at most the warm-up bound; and with room for everything the warm-up bound
     is `infinite`'s counted savings exactly."""
     workload = random_workload(4, n=20, vocab=3, max_len=8)
-    cost = toy_cost(state=state)
+    cost = causal_toy_cost(state=state)
     ample = 10**9
     ideal = run_policy("infinite", workload, cost,
                        CacheConfig(capacity=Capacity.shared(ample), warmup=0.5)).flop_savings
@@ -77,7 +78,7 @@ def test_warmup_bound_is_the_counted_part_of_a_schedule(state):
 def test_bound_reaches_infinite_when_capacity_is_ample(state):
     """With room for everything the bound equals an unbounded cache's savings."""
     workload = random_workload(3, n=20, vocab=3, max_len=8)
-    cost = toy_cost(state=state)
+    cost = causal_toy_cost(state=state)
     ample = 10**9
     ideal = run_policy("infinite", workload, cost,
                        CacheConfig(capacity=Capacity.shared(ample))).flop_savings

@@ -16,8 +16,9 @@ from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
 from marconi.runtime.cache.policies import get_policy, policy_names, register
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.policies.marconi import Marconi
+from marconi.runtime.sim.executor import ProcessExecutor
 from marconi.runtime.sim.replay import Replay
-from marconi.runtime.sim.simulator import run_policy
+from marconi.runtime.sim.simulator import replay_policy, run_policy
 from helpers import block_workload, paper_7b_cost, toy_cost, token_workload
 
 # Toy model for the worked examples: 1 B of KV per token, 10 B per state, 1 FLOP per token
@@ -230,7 +231,7 @@ def test_peak_occupancy_never_exceeds_capacity(seed, tokens, state_fraction, chu
     for name in BOUNDED:
         cls = get_policy(name)
         if name == "marconi-static":
-            r = cls.run(w, cost, cfg)
+            r = replay_policy(cls, w, cost, cfg)
             assert r.peak_occupancy <= 1.0
             continue
         run = Replay(w, cost, cls(cost, cfg, w))
@@ -245,7 +246,7 @@ def test_alpha_replays_in_worker_processes_give_the_same_answer(policy):
     base = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000), bootstrap_multiplier=3,
                        alpha_grid=(0.0, 0.5, 1.0, 2.0))
     serial = run_policy(policy, w, cost, base)
-    parallel = run_policy(policy, w, cost, dataclasses.replace(base, jobs=2))
+    parallel = run_policy(policy, w, cost, base, executor=ProcessExecutor(2))
     assert serial.params == parallel.params or (
         {k: v for k, v in serial.params.items() if k != "tuning_seconds"}
         == {k: v for k, v in parallel.params.items() if k != "tuning_seconds"})

@@ -242,8 +242,16 @@ def test_wrap_is_public_and_lazy():
     import subprocess
     import sys
 
-    import marconi
-    from marconi.runtime.serve import cached_model
-    assert marconi.wrap is cached_model.wrap
     code = "import sys, marconi; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_wrap_binds_the_planner_for_online_planning():
+    """`marconi.wrap`'s default `planned` plans online with the planner; the runtime's own
+    `wrap`, given no re-planner, keeps the default rules."""
+    import marconi
+    from marconi.planner.plan import replan_online
+    model, cost = model_for("ref", "nemotron-h-tiny"), cost_for("ref", "nemotron-h-tiny")
+    assert type(marconi.wrap(model, cost=cost).policy).replanner is replan_online
+    assert type(wrap(model, cost=cost).policy).replanner is None
+    assert type(marconi.wrap(model, policy="sglang", cost=cost).policy).name == "sglang"

@@ -43,6 +43,7 @@ def run(args) -> int:
     from marconi.planner.capacity_search import capacity_for_share
     from marconi.planner.job import run_plan_job
     from marconi.runtime.plan.plan_file import write_plan
+    from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.generators import default_workload
     from marconi.runtime.workload import load_trace
     from marconi.units import format_bytes
@@ -73,7 +74,8 @@ def run(args) -> int:
     with progress or contextlib.nullcontext():
         job = run_plan_job(workload, cost, capacity, capacity_source=how,
                            held_out=not args.no_held_out, sweep_factors=factors,
-                           jobs=args.jobs, progress=progress, warmup=args.warmup)
+                           executor=executor_for(args.jobs), progress=progress,
+                           warmup=args.warmup)
     # both outputs are atomic; the plot is drawn first and renamed last, so a failure in
     # either leaves neither file changed
     with (atomic_output(args.plot, "--plot") if args.plot else contextlib.nullcontext()) \

@@ -67,10 +67,12 @@ def add_arguments(p):
 
 def run(args) -> int:
     from marconi.passes import build_cost_model
+    from marconi.planner.plan import planned_policies
+    from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
+    from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.latency import get_device
-    from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.sim.simulator import simulate
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
@@ -83,12 +85,11 @@ def run(args) -> int:
     config = CacheConfig(capacity, chunk_tokens=args.chunk_size,
                          block_tokens=args.vllm_block_size,
                          bootstrap_multiplier=args.bootstrap_multiplier,
-                         recency=args.recency, device=args.device, jobs=args.jobs,
-                         warmup=args.warmup)
+                         recency=args.recency, device=args.device, warmup=args.warmup)
     workload = load_workload(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
-    bound = None
+    bound = planned_policies()                        # `planned` plans online
     if args.plan is not None:
         from marconi.runtime.plan.plan_file import load_plan
         from marconi.runtime.cache.policies.planned import Planned
@@ -100,7 +101,7 @@ def run(args) -> int:
         if progress is not None and args.jobs > 1 and len(policies) > 1:
             # parallel replays report nothing until they end: show the elapsed time
             progress(f"{len(policies)} policies in {args.jobs} processes", 0, 0)
-        report = simulate(workload, cost, config, policies, jobs=args.jobs,
+        report = simulate(workload, cost, config, policies, executor=executor_for(args.jobs),
                           progress=progress, bound=bound)
     if args.format == "json":
         emit_json({**report.to_dict(), "ttft_profile": ttft_profile(args.device)})

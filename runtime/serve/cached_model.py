@@ -45,15 +45,21 @@ from torch import Tensor
 from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
+from marconi.runtime.cache.policies import get_policy
+from marconi.runtime.cache.policies.planned import Planned, Replanner
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.plan.plan_file import check_model, load_plan
+from marconi.runtime.plan.rules import Plan
 from marconi.runtime.serve.generation import assemble, parse_generation_args, unpad
-from marconi.runtime.serve.model_adapters import ModelAdapter
+from marconi.runtime.serve.model_adapters import ModelAdapter, adapter_for
 from marconi.runtime.serve.pools import KVPool, StatePool
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import Refresh, TraceClock
 from marconi.runtime.seq import Seq
+from marconi.runtime.sim.replay import what_if
 from marconi.runtime.serve.tensor_cache import TensorPrefixCache
 from marconi.runtime.workload import Request, Workload
+from marconi.units import parse_capacity
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +140,7 @@ class CachedModel:
         # The requests served so far, as a workload the policy can read: online policies
         # tune (Marconi's α) or plan (`planned`) by replaying past requests, never later ones.
         self.history = _History(Workload(name="marconi.wrap", requests=[], block_size=1,
-                                         kind="token", source="marconi.wrap"))
+                                         kind="token", source="marconi.wrap"), cost)
         self.policy = policy_cls(cost, config, self.history.workload)
         self.capacity = self.policy.capacity()
         if self.capacity.total_bytes is None:
@@ -374,12 +380,18 @@ class CachedModel:
 
 
 class _History:
-    """What `Policy.after_request(replay, i)` reads of a replay: the requests so far and
-    the request during which the first eviction happened."""
+    """What `Policy.after_request(replay, i)` is handed (`policies.base.ReplayView`): the
+    requests so far, the request during which the first eviction happened, and replays
+    of those requests (Marconi's α tuner), in-line."""
 
-    def __init__(self, workload: Workload):
+    def __init__(self, workload: Workload, cost: CostModel):
         self.workload = workload
+        self.cost = cost
         self.first_eviction: int | None = None
+
+    def what_if(self, base, fork_at, make_policy, values, stop, measure) -> dict:
+        return what_if(self.workload, self.cost, base, fork_at, make_policy, values, stop,
+                       measure)
 
 
 def _clone(tensors: list[Tensor]) -> list[Tensor]:
@@ -429,7 +441,8 @@ DEFAULT_POLICY = "planned"       # without a plan: `planned` from the default ru
 
 
 def wrap(model, plan=None, capacity=None, policy: str | None = None,
-         poison_freed: bool = False, cost: CostModel | None = None) -> CachedModel:
+         poison_freed: bool = False, cost: CostModel | None = None,
+         replanner: Replanner | None = None) -> CachedModel:
     """Put `model` behind a prefix cache.
 
     model:    our reference `HybridLM` or a supported Hugging Face hybrid model
@@ -440,15 +453,14 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
               1 GiB.
     policy:   a registered policy name, instead of a plan. Default: `planned` from the
               default rules (input ends, branch points on a second sighting, LRU), which
-              plans itself online from the requests it served (docs/wrap.md).
+              plans itself online from the requests it served when a `replanner` is
+              given (docs/wrap.md).
     poison_freed: fill freed pool slots with NaN (debugging, tests)
     cost:     this model's CostModel if already built (`passes.build_cost_model`, "model"
               layout); built here otherwise. Its byte sizes are checked against the cache.
+    replanner: how `planned` without a plan plans online (`Planned.with_planner`); the
+              public `marconi.wrap` passes the planner's. None: it keeps the default rules.
     """
-    from marconi.runtime.serve.model_adapters import adapter_for
-    from marconi.runtime.cache.policies import get_policy
-    from marconi.units import parse_capacity
-
     adapter = adapter_for(model)
     cost = cost if cost is not None else adapter.cost_model()
     chunk = None
@@ -456,12 +468,14 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
         if policy is not None:
             raise UserError("policy", f"{policy!r} given with a plan; expected one of the two")
         plan = _load_plan(plan, cost)
-        policy_cls = get_policy("planned").with_plan(plan)
+        policy_cls = Planned.with_plan(plan)
         chunk = plan.chunk_tokens
         if capacity is None:
             capacity = plan.capacity_bytes
     else:
         policy_cls = get_policy(policy or DEFAULT_POLICY, "policy")
+        if replanner is not None and issubclass(policy_cls, Planned):
+            policy_cls = policy_cls.with_planner(replanner)
     cap = Capacity.shared(parse_capacity(capacity if capacity is not None else DEFAULT_CAPACITY,
                                          "capacity"))
     return CachedModel(adapter, cost, policy_cls, CacheConfig(capacity=cap, chunk_tokens=chunk),
@@ -470,8 +484,6 @@ def wrap(model, plan=None, capacity=None, policy: str | None = None,
 
 def _load_plan(plan, cost: CostModel):
     """A Plan from a runtime.yaml path or a Plan, checked against `cost`'s fingerprint."""
-    from marconi.runtime.plan.rules import Plan
-    from marconi.runtime.plan.plan_file import check_model, load_plan
     if isinstance(plan, Plan):
         check_model(plan, cost, "plan")
         return plan

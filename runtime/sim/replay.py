@@ -12,7 +12,9 @@ count from request `warmup` on. The replay notes the cache's counters when that 
 opens, and its peak occupancy restarts there from the warm cache's.
 
 A `Replay` can be forked (the cache cloned) to continue the same history under another
-policy: Marconi's α tuner and the static-α sweep use that.
+policy; `what_if` replays its workload once to a point and continues it under each of a
+grid of policies, in the replay's executor: Marconi's α tuner (through the replay it is
+handed) and the static-α oracle (`simulator`) use that.
 """
 
 from __future__ import annotations
@@ -20,22 +22,29 @@ from __future__ import annotations
 import gc
 import itertools
 from contextlib import contextmanager
-from typing import Callable
+from functools import partial
+from typing import Any, Callable, Sequence
 
 from marconi.passes.cost_model import CostModel
+from marconi.runtime.cache.policies.base import Policy
 from marconi.runtime.cache.tree import PrefixTree, Refresh
 from marconi.runtime.seq import make_seq
+from marconi.runtime.sim.executor import Executor, LocalExecutor
 from marconi.runtime.workload import Workload
 
 Progress = Callable[[int, int], None]
 
 
 class Replay:
+    """One policy's replay of a workload. `executor` runs the continuations it forks
+    (`what_if`); default in-line."""
+
     def __init__(self, workload: Workload, cost: CostModel, policy,
-                 cache: PrefixTree | None = None):
+                 cache: PrefixTree | None = None, executor: Executor | None = None):
         self.workload = workload
         self.cost = cost
         self.policy = policy
+        self.executor = executor if executor is not None else LocalExecutor()
         self.cache = cache if cache is not None else policy.make_cache()
         self.warmup = policy.config.warmup_requests(len(workload.requests))
         self.window_start: tuple[int, ...] | None = None   # `counters()` when counting began
@@ -106,6 +115,7 @@ class Replay:
         """A copy of this replay's state that continues under `policy`."""
         other = Replay.__new__(Replay)
         other.workload, other.cost, other.policy = self.workload, self.cost, policy
+        other.executor = self.executor
         other.cache = self.cache.clone(policy.make_index())
         other.hits = list(self.hits)
         other.hit_ids = list(self.hit_ids)
@@ -115,11 +125,49 @@ class Replay:
         other.warmup, other.window_start = self.warmup, self.window_start
         return other
 
+    def what_if(self, base: Policy, fork_at: int, make_policy: Callable[[Any], Policy],
+                values: Sequence, stop: int | None, measure: Callable[[Replay], Any]) -> dict:
+        """{v: measure(run)} for every v in `values`: this replay's workload replayed afresh
+        under `base` up to request `fork_at`, then that one history continued under
+        ``make_policy(v)`` up to `stop` (None: the end), one fork per value, in this
+        replay's executor. (`Policy.after_request` is handed this method; see
+        `ReplayView`.)"""
+        return what_if(self.workload, self.cost, base, fork_at, make_policy, values, stop,
+                       measure, self.executor)
+
+    def continue_each(self, make_policy: Callable[[Any], Policy], values: Sequence,
+                      stop: int | None, measure: Callable[[Replay], Any]) -> dict:
+        """{v: measure(this history continued under make_policy(v) to `stop`)}, in this
+        replay's executor; this replay itself is left as it is."""
+        results = self.executor.map(partial(_continue, self, make_policy, stop, measure),
+                                    values)
+        return dict(zip(values, results))
+
     def discard(self) -> None:
         """Free this replay's tree now, by reference counting (see `without_cycle_collector`):
         a sweep drops twenty of them, each cyclic, and would otherwise leave them to a full
         collection. The replay cannot be used afterwards."""
         self.cache.discard()
+
+
+def what_if(workload: Workload, cost: CostModel, base: Policy, fork_at: int,
+            make_policy: Callable[[Any], Policy], values: Sequence, stop: int | None,
+            measure: Callable[[Replay], Any], executor: Executor | None = None) -> dict:
+    """`Replay.what_if` for any holder of a workload (the serving history too)."""
+    history = Replay(workload, cost, base, executor=executor)
+    history.run(stop=fork_at)
+    out = history.continue_each(make_policy, values, stop, measure)
+    history.discard()
+    return out
+
+
+def _continue(history: Replay, make_policy, stop, measure, value):
+    with without_cycle_collector():                 # the fork allocates a whole tree
+        run = history.fork(make_policy(value))
+        run.run(stop=stop)
+        out = measure(run)
+        run.discard()
+    return out
 
 
 _found: list[bool] = []    # the collector's state each enclosing pause found

@@ -15,24 +15,28 @@ checkpoints, evictions and rejected inserts included, covers the counted window 
   what an unbounded cache needed relative to it, and may exceed 1);
 - TTFT P50 / P95   = percentiles over requests of the `latency` model at (L − h, h).
 
-`simulate` runs policies one after another, or in `jobs` worker processes.
+`replay_policy` replays one policy class: once, or, for an oracle row that declares
+``oracle_alphas`` (marconi-static), once per α of ``config.alpha_grid``, keeping the best.
+`simulate` runs several policies, in an `Executor` (`runtime.sim.executor`): one after
+another, or side by side in worker processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from marconi.passes.cost_model import CostModel
-from marconi.runtime.config import CacheConfig
-from marconi.runtime.sim.latency import get_device
 from marconi.runtime.cache.policies import get_policy
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.executor import Executor, LocalExecutor
+from marconi.runtime.sim.latency import get_device
+from marconi.runtime.sim.replay import Replay
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -127,36 +131,83 @@ def summarize(policy: str, replay, cost: CostModel, config: CacheConfig,
         params=dict(params), warmup_requests=w)
 
 
+def replay_policy(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
+                  progress: Callable[[int, int], None] | None = None,
+                  executor: Executor | None = None) -> SimResult:
+    """Replay `workload` with a fresh instance of the policy class `cls`, untimed (an
+    oracle row: `_best_fixed_alpha`). `executor` runs the forks it makes (an α sweep)."""
+    if cls.oracle_alphas:
+        return _best_fixed_alpha(cls, workload, cost, config, progress, executor)
+    policy = cls(cost, config, workload)
+    replay = Replay(workload, cost, policy, executor=executor)
+    replay.run(progress=progress)
+    result = summarize(cls.name, replay, cost, config, policy.describe())
+    replay.discard()            # freed now, also inside an outer replay (planned's tuner)
+    return result
+
+
+def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
+                      progress, executor) -> SimResult:
+    """The oracle row of a policy with ``oracle_alphas``: `cls(…, alpha=a)` replayed over
+    the whole trace for every α of ``config.alpha_grid`` (sharing the history before the
+    first eviction, where α does not matter), the highest token hit rate wins (ties: the
+    smaller α). It sees the future to choose α."""
+    def fixed(alpha: float):
+        return cls(cost, config, workload, alpha=alpha)
+
+    def measure(run: Replay) -> SimResult:
+        return summarize(cls.name, run, cost, config, {})
+
+    first = Replay(workload, cost, fixed(0.0), executor=executor)
+    first.run(progress=progress)
+    results = {0.0: measure(first)}
+    f = first.first_eviction
+    if f is not None:                           # without evictions α cannot matter
+        others = [a for a in config.alpha_grid if a != 0.0]
+        results.update(first.what_if(fixed(0.0), f, fixed, others, None, measure))
+    first.discard()
+    best = max(results, key=lambda a: (results[a].token_hit_rate, -a))
+    rates = {a: r.token_hit_rate for a, r in sorted(results.items())}
+    params = {**fixed(best).describe(),
+              "token_hit_rate_by_alpha": {str(a): round(r, 6) for a, r in rates.items()}}
+    return dataclasses.replace(results[best], params=params)
+
+
 def run_policy(name: str, workload: Workload, cost: CostModel, config: CacheConfig,
                progress: Callable[[int, int], None] | None = None,
-               bound: Mapping[str, type] | None = None) -> SimResult:
+               bound: Mapping[str, type] | None = None,
+               executor: Executor | None = None) -> SimResult:
     """Replay `workload` under the policy registered as `name` (or `bound[name]`, a policy
-    class bound to data such as a saved plan), timed."""
+    class bound to data such as a saved plan or the planner), timed."""
     cls = (bound or {}).get(name) or get_policy(name)
     t0 = time.perf_counter()
-    result = cls.run(workload, cost, config, progress)
+    result = replay_policy(cls, workload, cost, config, progress, executor)
     seconds = time.perf_counter() - t0
     log.info("%s: token hit %.4f in %.2f s", name, result.token_hit_rate, seconds)
     return dataclasses.replace(result, seconds=seconds)
 
 
 def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
-             policies: Sequence[str], jobs: int = 1,
+             policies: Sequence[str], executor: Executor | None = None,
              progress: Callable[[str, int, int], None] | None = None,
              bound: Mapping[str, type] | None = None) -> SimulationReport:
     """Run every policy in `policies` on `workload`; `progress(policy, done, total)`.
 
-    `bound` maps a policy name to a class to run under that name instead of the registered
-    one (e.g. ``{"planned": Planned.with_plan(plan)}`` replays a saved plan)."""
+    With an `executor` of several workers and several policies, the policies run side by
+    side (each running its own α sweeps in-line, and reporting no progress); otherwise one
+    after another, each α sweep in `executor`. `bound` maps a policy name to a class to run
+    under that name instead of the registered one (e.g. ``{"planned":
+    Planned.with_plan(plan)}`` replays a saved plan)."""
     for name in policies:
         get_policy(name)                          # fail on an unknown name before any work
-    if jobs > 1 and len(policies) > 1:
-        results = _run_parallel(workload, cost, config, policies, jobs, bound)
+    executor = executor if executor is not None else LocalExecutor()
+    if executor.workers > 1 and len(policies) > 1:
+        results = executor.map(partial(_run_alone, workload, cost, config, bound), policies)
     else:
         results = []
         for name in policies:
             cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-            results.append(run_policy(name, workload, cost, config, cb, bound))
+            results.append(run_policy(name, workload, cost, config, cb, bound, executor))
     n = len(workload.requests)
     return SimulationReport(model=cost.model, trace=workload.name,
                             capacity_bytes=config.capacity.total_bytes,
@@ -168,20 +219,6 @@ def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
                             warmup=warmup_window(config.warmup, config.warmup_requests(n)))
 
 
-_SHARED: tuple | None = None                      # inherited by forked workers
-
-
-def _worker(name: str) -> SimResult:
-    workload, cost, config, bound = _SHARED
-    return run_policy(name, workload, cost, config, bound=bound)
-
-
-def _run_parallel(workload, cost, config, policies, jobs, bound=None) -> list[SimResult]:
-    global _SHARED
-    _SHARED = (workload, cost, config, bound)
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(policies)), mp_context=ctx) as ex:
-            return list(ex.map(_worker, policies))
-    finally:
-        _SHARED = None
+def _run_alone(workload, cost, config, bound, name: str) -> SimResult:
+    """One policy of a parallel `simulate`: its own forks run in-line."""
+    return run_policy(name, workload, cost, config, bound=bound, executor=LocalExecutor())

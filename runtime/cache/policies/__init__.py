@@ -42,10 +42,12 @@ The hooks, all optional except `make_index` and `admit` (see `Policy` for defaul
   path becomes most recent; HIT = only the consumed checkpoint's node and new nodes
   (Marconi, SGLang #31643).
 - ``kv_only_leaves``: True if `admit` may insert KV past the last checkpoint.
-- ``after_request(replay, i)``: called after request `i` (Marconi tunes α here).
+- ``after_request(replay, i)``: called after request `i` (Marconi tunes α here, through
+  `replay.what_if`; `base.ReplayView` is what it may use).
 - ``describe()``: parameters to report (e.g. the α chosen).
-- classmethod ``run(workload, cost, config, progress)`` → `SimResult`: one replay by
-  default; override for meta-policies (the static-α sweep).
+- ``oracle_alphas``: True for an oracle row (marconi-static): the simulator replays the
+  trace once per α of ``config.alpha_grid`` and reports the best. Policies decide; the
+  simulator (`runtime.sim.simulator.replay_policy`) replays.
 
 Unknown names raise `UserError` listing the known ones.
 """

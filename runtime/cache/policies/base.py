@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, Sequence
 
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.capacity import Capacity
@@ -12,16 +12,28 @@ from marconi.runtime.cache.tree import Match, PrefixTree, Refresh
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
-if TYPE_CHECKING:
-    from marconi.runtime.sim.replay import Replay
-    from marconi.runtime.sim.simulator import SimResult
-
 
 class Admission(NamedTuple):
     """Cache ``seq.ids[:length]`` with a state at each depth in `checkpoints`."""
 
     length: int
     checkpoints: tuple[int, ...] = ()
+
+
+class ReplayView(Protocol):
+    """What `Policy.after_request` is handed: the replay driving the policy (the
+    simulator's `runtime.sim.replay.Replay`, or the history of a `marconi.wrap` model).
+    Defined here, implemented above, so that policies never import the simulator."""
+
+    workload: Workload                  # the requests so far (at least)
+    first_eviction: int | None          # the request during which eviction began
+
+    def what_if(self, base: Policy, fork_at: int, make_policy: Callable[[Any], Policy],
+                values: Sequence, stop: int | None,
+                measure: Callable[[Any], Any]) -> dict:
+        """{v: measure(run)}: the workload replayed afresh under `base` to request
+        `fork_at`, then continued under ``make_policy(v)`` to `stop`, per v in `values`."""
+        ...
 
 
 class Policy:
@@ -31,6 +43,10 @@ class Policy:
     refresh: ClassVar[Refresh] = Refresh.PATH
     kv_only_leaves: ClassVar[bool] = False
     cache_class: ClassVar[type[PrefixTree]] = PrefixCache   # per-block baselines: DenseCache
+    # An oracle row: the simulator replays the whole trace under ``cls(cost, config,
+    # workload, alpha=a)`` for every α of ``config.alpha_grid`` and reports the best
+    # (`runtime.sim.simulator.replay_policy`); the class takes an `alpha` keyword.
+    oracle_alphas: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -52,7 +68,6 @@ class Policy:
         return self.cache_class.for_cost(self.cost, self.capacity(), self.make_index(),
                                          hit_grid=self.hit_grid())
 
-
     def hit_grid(self) -> int | None:
         """Tokens a state-free model's hits are floored to (the engine's KV matching unit);
         None = any id (a token, or a block of a block trace)."""
@@ -64,24 +79,11 @@ class Policy:
     def admit(self, seq: Seq, match: Match) -> Admission:
         raise NotImplementedError
 
-    def after_request(self, replay: Replay, i: int) -> None:
+    def after_request(self, replay: ReplayView, i: int) -> None:
         """Called after request `i` of `replay`; most policies do nothing."""
 
     def describe(self) -> dict[str, Any]:
         return {}
-
-    @classmethod
-    def run(cls, workload: Workload, cost: CostModel, config: CacheConfig,
-            progress=None) -> SimResult:
-        """Replay `workload` once with a fresh instance of this policy."""
-        from marconi.runtime.sim.replay import Replay
-        from marconi.runtime.sim.simulator import summarize
-        policy = cls(cost, config, workload)
-        replay = Replay(workload, cost, policy)
-        replay.run(progress=progress)
-        result = summarize(cls.name, replay, cost, config, policy.describe())
-        replay.discard()            # freed now, also inside an outer replay (planned's tuner)
-        return result
 
 
 def judicious_admission(seq: Seq, m: Match, chunk: int | None) -> Admission:

@@ -9,7 +9,6 @@ never by completion order (bug 4's non-determinism).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from marconi.runtime.cache.eviction import FlopAware
@@ -86,19 +85,16 @@ class Marconi(Policy):
             return
         t0 = time.perf_counter()
         self.first_eviction, self.tuned_at = f, i + 1
-        self.alpha, self.window_scores = self._tune(f, i + 1)
+        self.alpha, self.window_scores = self._tune(replay, f, i + 1)
         self.index.alpha = self.alpha
         self.tuning_seconds = time.perf_counter() - t0
 
-    def _tune(self, f: int, end: int) -> tuple[float, dict[float, float]]:
-        from marconi.runtime.sim.alpha_sweep import sweep
-        from marconi.runtime.sim.replay import Replay
-        base = Replay(self.workload, self.cost, self._fixed(0.0))
-        base.run(stop=f)
+    def _tune(self, replay, f: int, end: int) -> tuple[float, dict[float, float]]:
+        """The bootstrap window [f, end) replayed from the tree before request f under
+        every α (by `replay.what_if`, in the replay's executor), scored by hit tokens."""
         window_tokens = sum(r.input_tokens for r in self.workload.requests[f:end])
-        scores = sweep(base, self._fixed, self.config.alpha_grid, end,
-                       lambda run: sum(run.hits[f:end]) / window_tokens, self.config.jobs)
-        base.discard()
+        scores = replay.what_if(self._fixed(0.0), f, self._fixed, self.config.alpha_grid, end,
+                                lambda run: sum(run.hits[f:end]) / window_tokens)
         best = max(scores, key=lambda a: (scores[a], -a))
         return best, scores
 
@@ -117,39 +113,17 @@ class Marconi(Policy):
 
 
 @register("marconi-static")
-class MarconiStatic(Policy):
+class MarconiStatic(Marconi):
     """Oracle row (artifact V3): Marconi with the best fixed α for the whole trace.
 
-    Every α of the grid is replayed over the whole trace (sharing the history before the
-    first eviction, where α does not matter; in `config.jobs` processes); the one with the
-    highest token hit rate wins (ties: the smaller α). Not an online policy: it sees the
-    future to choose α.
+    Declares ``oracle_alphas``: the simulator replays every α of the grid over the whole
+    trace (sharing the history before the first eviction, where α does not matter) and
+    keeps the one with the highest token hit rate (ties: the smaller α;
+    `runtime.sim.simulator.replay_policy`). Not an online policy: it sees the future to
+    choose α. One instance is Marconi at a fixed `alpha`, never tuned.
     """
 
-    @classmethod
-    def run(cls, workload, cost, config, progress=None):
-        from marconi.runtime.sim.alpha_sweep import sweep
-        from marconi.runtime.sim.replay import Replay
-        from marconi.runtime.sim.simulator import summarize
+    oracle_alphas = True
 
-        def fixed(alpha):
-            return Marconi(cost, config, workload, alpha=alpha, tune=False)
-
-        first = Replay(workload, cost, fixed(0.0))
-        first.run(progress=progress)
-        results = {0.0: summarize(cls.name, first, cost, config, {})}
-        f = first.first_eviction
-        if f is not None:                           # without evictions α cannot matter
-            prefix = Replay(workload, cost, fixed(0.0))
-            prefix.run(stop=f)
-            others = [a for a in config.alpha_grid if a != 0.0]
-            results.update(sweep(prefix, fixed, others, None,
-                                 lambda run: summarize(cls.name, run, cost, config, {}),
-                                 config.jobs))
-            prefix.discard()
-        first.discard()
-        best_alpha = max(results, key=lambda a: (results[a].token_hit_rate, -a))
-        rates = {a: r.token_hit_rate for a, r in sorted(results.items())}
-        params = {"alpha": best_alpha, "recency": config.recency,
-                  "token_hit_rate_by_alpha": {str(a): round(r, 6) for a, r in rates.items()}}
-        return dataclasses.replace(results[best_alpha], params=params)
+    def __init__(self, cost, config, workload, alpha: float = 0.0):
+        super().__init__(cost, config, workload, alpha=alpha, tune=False)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import heapq
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
+from marconi.passes.cost_model import CostModel
 from marconi.runtime.plan.seen import SeenPrefixes
 from marconi.runtime.plan.rules import Plan, ReuseClass, default_plan
 from marconi.runtime.capacity import Capacity
@@ -18,6 +19,17 @@ from marconi.runtime.workload import Workload
 # when one depth qualifies for several classes, the first listed wins
 _RANK = {ReuseClass.PINNED: 0, ReuseClass.BRANCH: 1, ReuseClass.CONTINUATION: 2,
          ReuseClass.FRESH: 3, ReuseClass.OUTPUT: 4, ReuseClass.STRIDE: 5}
+
+
+class Replanner(Protocol):
+    """How `planned` plans online (the planner's `marconi.planner.plan.replan_online`,
+    bound with ``Planned.with_planner``; the runtime never imports the planner)."""
+
+    def __call__(self, workload: Workload, cost: CostModel, capacity_bytes: int,
+                 chunk_tokens: int | None) -> Plan:
+        """Rules for `workload` (the requests so far) at `capacity_bytes`, on one shared
+        pool (a running cache's pools cannot be re-split)."""
+        ...
 
 
 @register("planned")
@@ -43,14 +55,17 @@ class Planned(Policy):
     node drops its state. A state that a later request extended past (one child, not a
     branch or pin) is class ``passed``. Recency: the matched and inserted path is refreshed.
 
-    Without a bound plan (``Planned.with_plan``), it starts from `default_plan` and plans
-    once, online, from the requests seen so far, when Marconi's tuner would tune
-    (``bootstrap_multiplier`` × requests before the first eviction, at least 200): the
-    same information Marconi's α tuning gets, no future requests.
+    Without a bound plan (``Planned.with_plan``), it starts from `default_plan` and, if a
+    re-planner is bound (``Planned.with_planner``, as the CLI, the planner, `marconi.wrap`
+    and the benchmarks do), plans once, online, from the requests seen so far, when
+    Marconi's tuner would tune (``bootstrap_multiplier`` × requests before the first
+    eviction, at least 200): the same information Marconi's α tuning gets, no future
+    requests. Without a re-planner (the class as registered) it keeps the default rules.
     """
 
     refresh = Refresh.PATH
     plan: ClassVar[Plan | None] = None
+    replanner: ClassVar[Replanner | None] = None
     min_online_window: ClassVar[int] = 200
 
     def __init__(self, cost, config, workload):
@@ -70,6 +85,12 @@ class Planned(Policy):
     def with_plan(cls, plan: Plan) -> type[Planned]:
         """This policy bound to `plan` (not registered; its results are named 'planned')."""
         return type("PlannedWithPlan", (cls,), {"plan": plan})
+
+    @classmethod
+    def with_planner(cls, replan: Replanner) -> type[Planned]:
+        """This policy planning online with `replan` (not registered; its results are
+        named 'planned')."""
+        return type("PlannedWithPlanner", (cls,), {"replanner": staticmethod(replan)})
 
     # ------------------------------------------------------------------ hooks
     def capacity(self) -> Capacity:
@@ -126,8 +147,8 @@ class Planned(Policy):
                       else req.input_ids)
         self.pending = {}
         self.next_request = i + 1
-        if self.plan is None and self.planned_online is None and \
-                replay.first_eviction is not None:
+        if self.plan is None and self.replanner is not None and \
+                self.planned_online is None and replay.first_eviction is not None:
             window = max(self.min_online_window,
                          self.config.bootstrap_multiplier * (replay.first_eviction + 1))
             if i + 1 == window:
@@ -164,18 +185,13 @@ class Planned(Policy):
         return self.next_request < len(reqs) and reqs[self.next_request].output_ids is not None
 
     def _plan_online(self, replay, n: int) -> None:
-        from marconi.planner.plan import derive_plan
-        from marconi.runtime.sim.replay import with_cycle_collector
         cap = self.config.capacity.total_bytes
         if cap is None:
             return
         window = Workload(name=f"{self.workload.name}[:{n}]",
                           requests=self.workload.requests[:n],
                           block_size=self.workload.block_size, kind=self.workload.kind)
-        with with_cycle_collector():                # planning is not a replay loop
-            result = derive_plan(window, self.cost, cap,
-                                 chunk_tokens=self.config.chunk_tokens, memory_split=False)
-        self.rules = result.plan
+        self.rules = self.replanner(window, self.cost, cap, self.config.chunk_tokens)
         self.planned_online = n
         self.index.rekey()
 
