@@ -9,7 +9,8 @@ import pytest
 
 from marconi.runtime.plan.seen import SeenPrefixes
 from marconi.runtime.plan.rules import AdmissionRules, PinnedPrefix, default_plan
-from marconi.planner.testing import toy_cost
+from helpers import causal_toy_cost
+from marconi.planner.plan import replan_online
 from marconi.planner.tune import EVICT_FIRST
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
@@ -50,7 +51,7 @@ def _wl(*inputs, outputs=None):
 
 
 def _replay(policy_cls, workload, capacity, cost=None):
-    cost = cost or toy_cost(kv=100, state=300)
+    cost = cost or causal_toy_cost(kv=100, state=300)
     config = CacheConfig(capacity=Capacity.shared(capacity))
     replay = Replay(workload, cost, policy_cls(cost, config, workload))
     replay.run()
@@ -58,7 +59,7 @@ def _replay(policy_cls, workload, capacity, cost=None):
 
 
 def _plan(**admission):
-    cost = toy_cost(kv=100, state=300)
+    cost = causal_toy_cost(kv=100, state=300)
     base = default_plan(cost.model, cost.fingerprint(), 1, None, 0)
     return dataclasses.replace(base, admission=dataclasses.replace(base.admission,
                                                                    **admission))
@@ -140,11 +141,11 @@ def test_plans_online_once_from_past_requests():
         inputs.append(base + tuple(rng.randrange(1000) for _ in range(rng.randint(2, 6))))
     wl = _wl(*inputs)
 
-    class Online(Planned):
+    class Online(Planned.with_planner(replan_online)):
         min_online_window = 10
 
     config = CacheConfig(capacity=Capacity.shared(3000), bootstrap_multiplier=2)
-    cost = toy_cost(kv=100, state=300)
+    cost = causal_toy_cost(kv=100, state=300)
     replay = Replay(wl, cost, Online(cost, config, wl))
     replay.run()
     f = replay.first_eviction
