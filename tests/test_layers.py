@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # import name → folder, as pyproject's [tool.setuptools.package-dir] maps them
 ROOTS = {"marconi": REPO / "marconi", "marconi.passes": REPO / "passes",
          "marconi.planner": REPO / "planner", "marconi.runtime": REPO / "runtime",
-         "marconi.kernels": REPO / "kernels"}
+         "marconi.kernels": REPO / "marconi" / "kernels"}
 # package → rank; a module's package is the longest prefix of its name listed here
 RANKS = {
     "marconi.core": 0,
@@ -30,6 +30,7 @@ RANKS = {
     "marconi.runtime": 3,
     "marconi.runtime.plan": 4,
     "marconi.runtime.cache": 5,
+    "marconi.runtime.engines": 5.5,   # engine models: policies with flags
     "marconi.runtime.sim": 6,
     "marconi.runtime.serve": 7,
     "marconi.planner": 8,

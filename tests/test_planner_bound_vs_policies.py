@@ -17,7 +17,7 @@ from marconi.planner.offline import offline_bound
 from marconi.planner.plan import derive_plan, planned_policies
 from helpers import causal_toy_cost, random_workload
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, MarconiParams
 from marconi.runtime.cache.policies import policy_names
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.sim.simulator import replay_policy, run_policy
@@ -38,8 +38,8 @@ CASES += [pytest.param(seed, block, state, warmup,
 def test_bound_holds_for_every_policy(seed, block, state, warmup, capacity):
     workload = random_workload(seed, n=24, vocab=3, max_len=8, block_size=block)
     cost = causal_toy_cost(kv=40 if block == 1 else 10, state=state)
-    config = CacheConfig(capacity=Capacity.shared(capacity), bootstrap_multiplier=1,
-                         warmup=warmup)
+    config = CacheConfig(capacity=Capacity.shared(capacity), warmup=warmup,
+                         marconi=MarconiParams(bootstrap_multiplier=1))
     problem = build_problem(workload, cost, capacity, warmup=warmup)
     bounds = {m: offline_bound(workload, cost, capacity, method=m, problem=problem,
                                warmup=warmup)

@@ -13,7 +13,7 @@ from helpers import causal_toy_cost
 from marconi.planner.plan import replan_online
 from marconi.planner.tune import EVICT_FIRST
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, MarconiParams
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.cache.tree import DROP_STATE
@@ -144,7 +144,8 @@ def test_plans_online_once_from_past_requests():
     class Online(Planned.with_planner(replan_online)):
         min_online_window = 10
 
-    config = CacheConfig(capacity=Capacity.shared(3000), bootstrap_multiplier=2)
+    config = CacheConfig(capacity=Capacity.shared(3000),
+                         marconi=MarconiParams(bootstrap_multiplier=2))
     cost = causal_toy_cost(kv=100, state=300)
     replay = Replay(wl, cost, Online(cost, config, wl))
     replay.run()

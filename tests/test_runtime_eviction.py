@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from marconi.runtime.capacity import Capacity
 from marconi.errors import UserError
-from marconi.runtime.config import CacheConfig, Recency
+from marconi.runtime.config import CacheConfig, Recency, MarconiParams
 from marconi.runtime.cache.eviction import FlopAware, LeafLRU, StateAndLeafLRU
 from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
 from marconi.runtime.cache.policies.marconi import Marconi
@@ -37,7 +37,7 @@ class CheckedFlopAware(FlopAware):
 
 class CheckedMarconi(Marconi):
     def make_index(self):
-        self.index = CheckedFlopAware(self.alpha, self._efficiency(), self.config.recency)
+        self.index = CheckedFlopAware(self.alpha, self._efficiency(), self.config.marconi.recency)
         return self.index
 
     def _efficiency(self):
@@ -58,7 +58,8 @@ def test_fast_flop_aware_search_equals_brute_force(seed, alpha, recency):
     workload = small_agent_chat(seed)
     cost = paper_7b_cost()
     # ~1/4 of what an unbounded cache needs: plenty of evictions
-    config = CacheConfig(Capacity.shared(int(cost.kv_bytes_per_token * 4000)), recency=recency)
+    config = CacheConfig(Capacity.shared(int(cost.kv_bytes_per_token * 4000)),
+                         marconi=MarconiParams(recency=recency))
     before = CheckedFlopAware.calls
     checked = Replay(workload, cost, CheckedMarconi(cost, config, workload, alpha, tune=False))
     checked.run()
@@ -76,7 +77,8 @@ def test_fast_search_equals_brute_force_across_many_buckets(alpha, recency):
     workload = generate([ChatSpec(sessions=300, turns=(2, 6), user_median=40,
                                   output_median=60, sessions_per_s=5)], seed=0)
     cost = paper_7b_cost()
-    config = CacheConfig(Capacity.shared(int(cost.kv_bytes_per_token * 8000)), recency=recency)
+    config = CacheConfig(Capacity.shared(int(cost.kv_bytes_per_token * 8000)),
+                         marconi=MarconiParams(recency=recency))
     before = (CheckedFlopAware.calls, CheckedFlopAware.bucketed, CheckedFlopAware.dirty)
     checked = Replay(workload, cost, CheckedMarconi(cost, config, workload, alpha, tune=False))
     checked.run()
@@ -216,8 +218,9 @@ def test_flop_aware_prefers_low_efficiency_at_high_alpha(alpha):
                                           ("inverse", Recency.INVERSE)], ids=str)
 def test_recency_text_converts_to_the_enum(text, member):
     """The CLI passes the flag's text; the config holds the member, equal to that text."""
-    config = CacheConfig(Capacity.unbounded(), recency=text)
-    assert config.recency is member and config.recency == text and str(member) == text
+    config = CacheConfig(Capacity.unbounded(), marconi=MarconiParams(recency=text))
+    recency = config.marconi.recency
+    assert recency is member and recency == text and str(member) == text
     index = FlopAware(0.0, lambda n: 0.0, text)
     assert index.recency is member
 
@@ -225,4 +228,4 @@ def test_recency_text_converts_to_the_enum(text, member):
 def test_an_unknown_recency_names_the_parameter_and_the_known_values():
     with pytest.raises(UserError, match=r"recency: unknown 'cubic'; expected one of "
                                         r"linear, inverse"):
-        CacheConfig(Capacity.unbounded(), recency="cubic")
+        CacheConfig(Capacity.unbounded(), marconi=MarconiParams(recency="cubic"))

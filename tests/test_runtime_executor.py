@@ -10,7 +10,7 @@ import pytest
 
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, MarconiParams
 from marconi.runtime.plan.rules import default_plan
 from marconi.runtime.sim.executor import LocalExecutor, ProcessExecutor, executor_for
 from marconi.runtime.sim.generators import default_workload
@@ -46,7 +46,8 @@ def test_jobs_become_executors_at_the_edge():
 
 def test_policies_side_by_side_give_what_one_after_another_gives():
     w, cost = default_workload(0), paper_7b_cost()
-    config = CacheConfig(Capacity.shared(20 * 10**9), alpha_grid=(0.0, 0.5, 1.0))
+    config = CacheConfig(Capacity.shared(20 * 10**9),
+                         marconi=MarconiParams(alpha_grid=(0.0, 0.5, 1.0)))
     policies = ["sglang", "marconi", "marconi-static"]
     serial = simulate(w, cost, config, policies)
     parallel = simulate(w, cost, config, policies, executor=ProcessExecutor(2))

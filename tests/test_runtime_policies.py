@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, MarconiParams, VllmParams
 from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
 from marconi.runtime.cache.policies import get_policy, policy_names, register
 from marconi.runtime.cache.policies.base import Admission, Policy
@@ -130,7 +130,7 @@ def test_vllm_align_worked_example():
     w = token_workload([list(range(1, 11)), list(range(1, 11)) + [13, 14],
                         [1, 2, 3, 4, 5, 6, 20, 21], [1, 2, 3, 4, 5, 30]],
                        outputs=[[11, 12], [], [], []])
-    hits, run = hits_of("vllm-align", w, 1000, block_tokens=4)
+    hits, run = hits_of("vllm-align", w, 1000, vllm=VllmParams(block_tokens=4))
     assert hits == [0, 8, 0, 4]
     assert run.cache.state_used == 10 * 4           # states at 8, 12, 4, 8 (r2's branch)
 
@@ -181,7 +181,8 @@ def test_marconi_tunes_alpha_once_on_the_bootstrap_window():
     """The tuned α must be the best on the window [f, 5·(f+1)) when each α is replayed
     from scratch (independent of the snapshot/fork machinery)."""
     w, cost = _chat_agent(3), paper_7b_cost()
-    cfg = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000), bootstrap_multiplier=3)
+    cfg = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000),
+                      marconi=MarconiParams(bootstrap_multiplier=3))
     policy = Marconi(cost, cfg, w)
     run = Replay(w, cost, policy)
     run.run()
@@ -189,7 +190,7 @@ def test_marconi_tunes_alpha_once_on_the_bootstrap_window():
     assert f is not None and end == 3 * (f + 1) <= len(w.requests)
     window = sum(r.input_tokens for r in w.requests[f:end])
     scratch = {}
-    for alpha in cfg.alpha_grid:
+    for alpha in cfg.marconi.alpha_grid:
         fresh = Replay(w, cost, Marconi(cost, cfg, w, alpha=alpha, tune=False))
         fresh.run(stop=end)
         scratch[alpha] = sum(fresh.hits[f:end]) / window
@@ -201,10 +202,10 @@ def test_marconi_tunes_alpha_once_on_the_bootstrap_window():
 def test_marconi_static_picks_the_best_fixed_alpha():
     w, cost = _chat_agent(4), paper_7b_cost()
     cfg = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000),
-                      alpha_grid=(0.0, 0.5, 1.0, 2.0))
+                      marconi=MarconiParams(alpha_grid=(0.0, 0.5, 1.0, 2.0)))
     result = run_policy("marconi-static", w, cost, cfg)
     rates = {}
-    for alpha in cfg.alpha_grid:
+    for alpha in cfg.marconi.alpha_grid:
         fresh = Replay(w, cost, Marconi(cost, cfg, w, alpha=alpha, tune=False))
         fresh.run()
         rates[alpha] = sum(fresh.hits) / w.total_input_tokens
@@ -226,8 +227,9 @@ def test_peak_occupancy_never_exceeds_capacity(seed, tokens, state_fraction, chu
     total = 2 * tokens
     cap = (Capacity.shared(total) if state_fraction is None
            else Capacity.split(total, state_fraction))
-    cfg = CacheConfig(cap, chunk_tokens=chunk, block_tokens=16,
-                      alpha_grid=(0.0, 1.0), bootstrap_multiplier=2)
+    cfg = CacheConfig(cap, chunk_tokens=chunk,
+                      marconi=MarconiParams(alpha_grid=(0.0, 1.0), bootstrap_multiplier=2),
+                      vllm=VllmParams(block_tokens=16))
     for name in BOUNDED:
         cls = get_policy(name)
         if name == "marconi-static":
@@ -243,8 +245,9 @@ def test_peak_occupancy_never_exceeds_capacity(seed, tokens, state_fraction, chu
 @pytest.mark.parametrize("policy", ["marconi", "marconi-static"])
 def test_alpha_replays_in_worker_processes_give_the_same_answer(policy):
     w, cost = _chat_agent(5), paper_7b_cost()
-    base = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000), bootstrap_multiplier=3,
-                       alpha_grid=(0.0, 0.5, 1.0, 2.0))
+    base = CacheConfig(Capacity.shared(cost.kv_bytes_per_token * 3000),
+                       marconi=MarconiParams(bootstrap_multiplier=3,
+                                             alpha_grid=(0.0, 0.5, 1.0, 2.0)))
     serial = run_policy(policy, w, cost, base)
     parallel = run_policy(policy, w, cost, base, executor=ProcessExecutor(2))
     assert serial.params == parallel.params or (

@@ -12,7 +12,7 @@ from marconi.errors import UserError
 from marconi.layers import LayerKind
 from marconi.passes.cost_model import CostModel, FlopPoly, LayerCost
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig
+from marconi.runtime.config import CacheConfig, MarconiParams, VllmParams
 from marconi.runtime.sim.latency import DEVICES, JAMBA_FLOPS_PER_TOKEN
 from marconi.runtime.cache.policies.infinite import Infinite
 from marconi.runtime.cache.policies.marconi import Marconi
@@ -184,8 +184,9 @@ def test_warmup_window_counts_cache_events_and_peak_after_the_boundary(policy):
     from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.sim.simulator import summarize
     w, cost = _chat(), toy_cost(kv_per_token=2, state=6)
-    config = CacheConfig(Capacity.shared(60), block_tokens=2, warmup=0.25,
-                         bootstrap_multiplier=1)
+    config = CacheConfig(Capacity.shared(60), warmup=0.25,
+                         marconi=MarconiParams(bootstrap_multiplier=1),
+                         vllm=VllmParams(block_tokens=2))
     cls = get_policy(policy)
     plain = Replay(w, cost, cls(cost, dataclasses.replace(config, warmup=0.0), w))
     used, counters = [], []
@@ -209,7 +210,7 @@ def test_warmup_window_counts_cache_events_and_peak_after_the_boundary(policy):
 
 def test_warmup_zero_changes_nothing():
     w, cost = _chat(), toy_cost(kv_per_token=2, state=6)
-    base = CacheConfig(Capacity.shared(60), bootstrap_multiplier=1)
+    base = CacheConfig(Capacity.shared(60), marconi=MarconiParams(bootstrap_multiplier=1))
     def untimed(r):
         params = {k: v for k, v in r.params.items() if k != "tuning_seconds"}
         return dataclasses.replace(r, seconds=0, params=params)
@@ -225,10 +226,11 @@ def test_static_alpha_is_chosen_on_the_counted_window():
     whose counted token hit rate is highest, as separate replays of each α find."""
     from marconi.runtime.sim.simulator import summarize
     w, cost = _chat(60), toy_cost(kv_per_token=2, state=6, attention_np=0.5)
-    config = CacheConfig(Capacity.shared(60), warmup=0.5, alpha_grid=(0.0, 0.5, 1.0, 2.0))
+    config = CacheConfig(Capacity.shared(60), warmup=0.5,
+                         marconi=MarconiParams(alpha_grid=(0.0, 0.5, 1.0, 2.0)))
     static = run_policy("marconi-static", w, cost, config)
     rates = {}
-    for a in config.alpha_grid:
+    for a in config.marconi.alpha_grid:
         run = Replay(w, cost, Marconi(cost, config, w, alpha=a, tune=False))
         run.run()
         rates[a] = summarize("m", run, cost, config, {}).token_hit_rate

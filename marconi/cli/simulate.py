@@ -70,7 +70,7 @@ def run(args) -> int:
     from marconi.planner.plan import planned_policies
     from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.capacity import Capacity
-    from marconi.runtime.config import CacheConfig
+    from marconi.runtime.config import CacheConfig, MarconiParams, VllmParams
     from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.latency import get_device
     from marconi.runtime.sim.simulator import simulate
@@ -82,10 +82,11 @@ def run(args) -> int:
     total = capacity_from(args)
     capacity = (Capacity.shared(total) if args.state_fraction is None
                 else Capacity.split(total, args.state_fraction))
-    config = CacheConfig(capacity, chunk_tokens=args.chunk_size,
-                         block_tokens=args.vllm_block_size,
-                         bootstrap_multiplier=args.bootstrap_multiplier,
-                         recency=args.recency, device=args.device, warmup=args.warmup)
+    config = CacheConfig(capacity, chunk_tokens=args.chunk_size, warmup=args.warmup,
+                         device=args.device,
+                         marconi=MarconiParams(recency=args.recency,
+                                               bootstrap_multiplier=args.bootstrap_multiplier),
+                         vllm=VllmParams(block_tokens=args.vllm_block_size))
     workload = load_workload(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)

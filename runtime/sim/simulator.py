@@ -16,7 +16,7 @@ checkpoints, evictions and rejected inserts included, covers the counted window 
 - TTFT P50 / P95   = percentiles over requests of the `latency` model at (L − h, h).
 
 `replay_policy` replays one policy class: once, or, for an oracle row that declares
-``oracle_alphas`` (marconi-static), once per α of ``config.alpha_grid``, keeping the best.
+``oracle_alphas`` (marconi-static), once per α of ``config.marconi.alpha_grid``, keeping the best.
 `simulate` runs several policies, in an `Executor` (`runtime.sim.executor`): one after
 another, or side by side in worker processes.
 """
@@ -149,7 +149,7 @@ def replay_policy(cls: type, workload: Workload, cost: CostModel, config: CacheC
 def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
                       progress, executor) -> SimResult:
     """The oracle row of a policy with ``oracle_alphas``: `cls(…, alpha=a)` replayed over
-    the whole trace for every α of ``config.alpha_grid`` (sharing the history before the
+    the whole trace for every α of ``config.marconi.alpha_grid`` (sharing the history before the
     first eviction, where α does not matter), the highest token hit rate wins (ties: the
     smaller α). It sees the future to choose α."""
     def fixed(alpha: float):
@@ -163,7 +163,7 @@ def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: Ca
     results = {0.0: measure(first)}
     f = first.first_eviction
     if f is not None:                           # without evictions α cannot matter
-        others = [a for a in config.alpha_grid if a != 0.0]
+        others = [a for a in config.marconi.alpha_grid if a != 0.0]
         results.update(first.what_if(fixed(0.0), f, fixed, others, None, measure))
     first.discard()
     best = max(results, key=lambda a: (results[a].token_hit_rate, -a))
@@ -213,7 +213,7 @@ def simulate(workload: Workload, cost: CostModel, config: CacheConfig,
                             capacity_bytes=config.capacity.total_bytes,
                             results=tuple(results), workload=workload.describe(),
                             config={"chunk_tokens": config.chunk_tokens,
-                                    "block_tokens": config.block_tokens,
+                                    "block_tokens": config.vllm.block_tokens,
                                     "device": config.device,
                                     **config.capacity.describe()},
                             warmup=warmup_window(config.warmup, config.warmup_requests(n)))

@@ -46,7 +46,7 @@ The hooks, all optional except `make_index` and `admit` (see `Policy` for defaul
   `replay.what_if`; `base.ReplayView` is what it may use).
 - ``describe()``: parameters to report (e.g. the α chosen).
 - ``oracle_alphas``: True for an oracle row (marconi-static): the simulator replays the
-  trace once per α of ``config.alpha_grid`` and reports the best. Policies decide; the
+  trace once per α of ``config.marconi.alpha_grid`` and reports the best. Policies decide; the
   simulator (`runtime.sim.simulator.replay_policy`) replays.
 
 Unknown names raise `UserError` listing the known ones.

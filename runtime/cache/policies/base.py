@@ -44,7 +44,7 @@ class Policy:
     kv_only_leaves: ClassVar[bool] = False
     cache_class: ClassVar[type[PrefixTree]] = PrefixCache   # per-block baselines: DenseCache
     # An oracle row: the simulator replays the whole trace under ``cls(cost, config,
-    # workload, alpha=a)`` for every α of ``config.alpha_grid`` and reports the best
+    # workload, alpha=a)`` for every α of ``config.marconi.alpha_grid`` and reports the best
     # (`runtime.sim.simulator.replay_policy`); the class takes an `alpha` keyword.
     oracle_alphas: ClassVar[bool] = False
 
@@ -56,7 +56,7 @@ class Policy:
         self.cost = cost
         self.config = config
         self.workload = workload
-        grid = config.grid_for(workload.block_size, config.chunk_tokens)
+        grid = config.grid_for(workload.block_size)
         # the engine grid says where states can be taken; a state-free model takes none
         self.chunk = grid if cost.state_bytes() else None
 

@@ -70,7 +70,7 @@ class Marconi(Policy):
         self.tuning_seconds = 0.0
 
     def make_index(self):
-        self.index = FlopAware(self.alpha, flop_efficiency(self.cost), self.config.recency)
+        self.index = FlopAware(self.alpha, flop_efficiency(self.cost), self.config.marconi.recency)
         return self.index
 
     def admit(self, seq, m):
@@ -80,7 +80,7 @@ class Marconi(Policy):
         if not self.tune or self.tuned_at is not None or replay.first_eviction is None:
             return
         f = replay.first_eviction
-        end = self.config.bootstrap_multiplier * (f + 1)
+        end = self.config.marconi.bootstrap_multiplier * (f + 1)
         if i + 1 < end:
             return
         t0 = time.perf_counter()
@@ -93,7 +93,7 @@ class Marconi(Policy):
         """The bootstrap window [f, end) replayed from the tree before request f under
         every α (by `replay.what_if`, in the replay's executor), scored by hit tokens."""
         window_tokens = sum(r.input_tokens for r in self.workload.requests[f:end])
-        scores = replay.what_if(self._fixed(0.0), f, self._fixed, self.config.alpha_grid, end,
+        scores = replay.what_if(self._fixed(0.0), f, self._fixed, self.config.marconi.alpha_grid, end,
                                 lambda run: sum(run.hits[f:end]) / window_tokens)
         best = max(scores, key=lambda a: (scores[a], -a))
         return best, scores
@@ -102,10 +102,10 @@ class Marconi(Policy):
         return Marconi(self.cost, self.config, self.workload, alpha=alpha, tune=False)
 
     def describe(self):
-        out = {"alpha": self.alpha, "recency": self.config.recency.value}
+        out = {"alpha": self.alpha, "recency": self.config.marconi.recency.value}
         if self.tune:
             out.update(first_eviction_request=self.first_eviction, tuned_at_request=self.tuned_at,
-                       bootstrap_multiplier=self.config.bootstrap_multiplier,
+                       bootstrap_multiplier=self.config.marconi.bootstrap_multiplier,
                        tuning_seconds=round(self.tuning_seconds, 3),
                        window_token_hit_rate={str(a): round(s, 6)
                                               for a, s in self.window_scores.items()})

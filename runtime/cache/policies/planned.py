@@ -150,7 +150,7 @@ class Planned(Policy):
         if self.plan is None and self.replanner is not None and \
                 self.planned_online is None and replay.first_eviction is not None:
             window = max(self.min_online_window,
-                         self.config.bootstrap_multiplier * (replay.first_eviction + 1))
+                         self.config.marconi.bootstrap_multiplier * (replay.first_eviction + 1))
             if i + 1 == window:
                 self._plan_online(replay, i + 1)
 
