@@ -54,16 +54,16 @@ def table(workloads, model: str, shares=(0.25, 0.5, 0.75)) -> list[dict]:
         first, second = wl.split()
         for share in shares:
             point = capacity_for_share(wl, cost, share)
-            cap = point.capacity_bytes
+            cap = point.capacity.total_bytes
             t0 = time.perf_counter()
-            result = derive_plan(first, cost, cap)
+            result = derive_plan(first, cost, Capacity.shared(cap))
             plan_s = time.perf_counter() - t0
             cfg = CacheConfig(capacity=Capacity.shared(cap))
             for half, part in (("first (fitted)", first), ("second (held out)", second)):
                 scores = {p: run_policy(p, part, cost, cfg).flop_savings for p in BASELINES}
                 planned = replay_policy(Planned.with_plan(result.plan), part, cost,
                                         cfg).flop_savings
-                bound = offline_bound(part, cost, cap).upper
+                bound = offline_bound(part, cost, Capacity.shared(cap)).upper
                 best = max(scores, key=scores.get)
                 rows.append({"workload": name, "share": share, "capacity_bytes": cap,
                              "sglang_share": point.share, "half": half, **scores,
@@ -120,6 +120,7 @@ def bounds(model: str) -> str:
     from marconi.planner import ilp
     from marconi.planner.candidates import build_problem
     from marconi.planner.offline import offline_bound
+    from marconi.runtime.capacity import Capacity
     from marconi.runtime.workload import load_trace
     from marconi.spec import load_model
 
@@ -131,9 +132,9 @@ def bounds(model: str) -> str:
             wl = load_trace(TRACES / f"{name}.jsonl", limit=n)
             for gib in (16, 64):
                 cap = gib * 2**30
-                problem = build_problem(wl, cost, cap)
+                problem = build_problem(wl, cost, Capacity.shared(cap))
                 size = ilp.model_size(problem)
-                res = {m: offline_bound(wl, cost, cap, method=m, problem=problem)
+                res = {m: offline_bound(wl, cost, Capacity.shared(cap), method=m, problem=problem)
                        for m in ("lp", "lagrangian", "knapsack")}
                 best = max(r.rounded.flop_savings for r in res.values())
                 out.append(f"| {name} | {n} | {gib} GiB | "
@@ -248,7 +249,7 @@ def diagnose(model: str) -> str:
         for gib in (160, 320, 640):
             cap = gib * 2**30
             cfg = CacheConfig(capacity=Capacity.shared(cap))
-            plan = derive_plan(first, cost, cap).plan
+            plan = derive_plan(first, cost, Capacity.shared(cap)).plan
             align = run_policy("vllm-align", second, cost, cfg).flop_savings
             planned = replay_policy(Planned.with_plan(plan), second, cost, cfg).flop_savings
             oracle = replay_policy(Oracle, second, cost, cfg).flop_savings

@@ -200,7 +200,7 @@ def execute(task: Task, inputs: Inputs) -> dict[str, Any]:
                                                  bound=planned_policies()))}
     from marconi.planner.offline import offline_bound
     t0 = time.perf_counter()
-    report = offline_bound(workload, cost, task.capacity_bytes, method=inputs.bound_method)
+    report = offline_bound(workload, cost, Capacity.shared(task.capacity_bytes), method=inputs.bound_method)
     return {**head, "policy": "bound", "method": report.method,
             "upper_flop_savings": report.upper.flop_savings,
             "rounded_flop_savings": report.rounded.flop_savings,

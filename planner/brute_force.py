@@ -18,14 +18,16 @@ import time
 
 from marconi.passes.cost_model import CostModel
 from marconi.planner.schedule import OfflineResult
+from marconi.runtime.capacity import Capacity
 from marconi.runtime.workload import Workload
 
 
-def brute_force(workload: Workload, cost: CostModel, capacity_bytes: int,
+def brute_force(workload: Workload, cost: CostModel, capacity: Capacity,
                 positions: str = "all", key_depths: list[set[int]] | None = None,
                 max_combinations: int = 2_000_000) -> OfflineResult:
     """Best schedule by enumeration. `key_depths[r]`: allowed depths when positions="keys"."""
     t0 = time.perf_counter()
+    capacity_bytes = capacity.one_pool_bytes("brute force")
     reqs = workload.requests
     seqs = [tuple(r.input_ids) + tuple(r.output_ids or ()) for r in reqs]
     choices: list[list[int]] = []

@@ -44,6 +44,7 @@ import numpy as np
 from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.prefix_tree import ROOT, PrefixTree, build_prefix_tree
+from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import warmup_requests
 from marconi.runtime.workload import Workload
 
@@ -96,9 +97,9 @@ class OfflineProblem:
         return saved_flops / self.total_prefill_flops if self.total_prefill_flops else 0.0
 
 
-def build_problem(workload: Workload, cost: CostModel, capacity_bytes: int,
+def build_problem(workload: Workload, cost: CostModel, capacity: Capacity,
                   tree: PrefixTree | None = None, warmup: float = 0.0) -> OfflineProblem:
-    """Candidates and options of `workload` for `cost` at `capacity_bytes`; the first
+    """Candidates and options of `workload` for `cost` at `capacity` (one shared pool); the first
     `warmup` fraction of the requests only warm the cache up (their hits count 0)."""
     if not workload.requests:
         raise PlanError(workload.name, "requests: empty workload; expected at least one request")
@@ -139,7 +140,7 @@ def build_problem(workload: Workload, cost: CostModel, capacity_bytes: int,
     saved = np.where(opt_req < W, 0.0, saved)
     total = float(np.sum(cost.flops(input_tokens[W:].astype(np.float64), 0.0)))
     return OfflineProblem(
-        name=workload.name, tree=tree, capacity_bytes=int(capacity_bytes),
+        name=workload.name, tree=tree, capacity_bytes=capacity.one_pool_bytes(),
         state_bytes=int(cost.state_bytes()), seg_kv_bytes=seg, key_tokens=lo,
         opt_ptr=np.asarray(ptr, dtype=np.int64), opt_req=opt_req, opt_key=opt_key,
         opt_prev=np.asarray(opt_prev, dtype=np.int64), opt_tokens=opt_tokens,

@@ -23,7 +23,7 @@ from marconi.runtime.workload import Workload
 
 @dataclasses.dataclass(frozen=True)
 class CapacityPoint:
-    capacity_bytes: int
+    capacity: Capacity            # one shared pool
     share: float                  # reached share of the infinite cache's FLOP savings
                                   # (NaN: the infinite cache saves nothing)
     target: float
@@ -43,7 +43,7 @@ def capacity_for_share(workload: Workload, cost: CostModel, target: float,
     lo = max(cost.state_bytes() + cost.kv_bytes(max(r.input_tokens
                                                     for r in workload.requests)), 1)
     if not ideal:
-        return CapacityPoint(lo, float("nan"), target)
+        return CapacityPoint(Capacity.shared(lo), float("nan"), target)
     best = None
 
     def share_at(cap: int) -> float:
@@ -54,7 +54,7 @@ def capacity_for_share(workload: Workload, cost: CostModel, target: float,
         mid = int(math.exp(0.5 * (math.log(lo) + math.log(hi))))
         s = share_at(mid)
         if best is None or abs(s - target) < abs(best.share - target):
-            best = CapacityPoint(mid, s, target)
+            best = CapacityPoint(Capacity.shared(mid), s, target)
         if abs(s - target) <= tolerance:
             break
         if s < target:

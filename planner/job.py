@@ -57,25 +57,25 @@ class Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class PlanJob:
-    capacity_bytes: int
+    capacity: Capacity
     capacity_source: str
     plan: PlanResult                    # fitted on the whole workload (written out)
     whole: Evaluation
     held_out_plan: PlanResult | None    # fitted on the first half
     held_out: Evaluation | None         # scored on the second half
-    sweep: tuple[tuple[int, tuple[SimResult, ...], float], ...] = ()
+    sweep: tuple[tuple[Capacity, tuple[SimResult, ...], float], ...] = ()
     seconds: float = 0.0
     warmup: float = 0.0                 # fraction of each scored workload not counted
 
 
-def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_bytes: int,
+def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity: Capacity,
              executor: Executor | None = None, baselines: Sequence[str] = BASELINES,
              bound: BoundReport | None = None,
              progress: Progress | None = None, warmup: float = 0.0) -> Evaluation:
     """Every baseline and `plan` (as `planned`) replayed on `workload` by the simulator,
     in `executor` (default in-line), with the offline bound (`bound` when the caller
     already has it for this workload, capacity and warm-up)."""
-    config = CacheConfig(capacity=Capacity.shared(int(capacity_bytes)),
+    config = CacheConfig(capacity=capacity,
                          chunk_tokens=plan.plan.chunk_tokens, warmup=warmup)
     name = workload.name
     _report(progress, f"{name}: replaying {len(baselines)} baselines and the plan")
@@ -85,35 +85,35 @@ def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity_byt
                       progress=per_policy, bound={"planned": Planned.with_plan(plan.plan)})
     if bound is None:
         _report(progress, f"{name}: offline bound")
-        bound = offline_bound(workload, cost, capacity_bytes, warmup=warmup)
+        bound = offline_bound(workload, cost, capacity, warmup=warmup)
     return Evaluation(workload=workload.name, requests=len(workload.requests),
                       results=report.results, bound=bound,
                       warmup_requests=config.warmup_requests(len(workload.requests)))
 
 
-def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
+def run_plan_job(workload: Workload, cost: CostModel, capacity: Capacity,
                  capacity_source: str = "given", chunk_tokens: int | None = None,
                  held_out: bool = True, sweep_factors: Sequence[float] = (),
                  executor: Executor | None = None, progress: Progress | None = None,
                  warmup: float = 0.0) -> PlanJob:
     t0 = time.perf_counter()
     _report(progress, f"planning on {workload.name}")
-    plan = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens,
+    plan = derive_plan(workload, cost, capacity, chunk_tokens=chunk_tokens,
                        warmup=warmup)
     # derive_plan solved this workload's bound at this capacity already: reuse it
-    whole = evaluate(plan, workload, cost, capacity_bytes, executor, bound=plan.bound,
+    whole = evaluate(plan, workload, cost, capacity, executor, bound=plan.bound,
                      progress=progress, warmup=warmup)
     fitted_half = evaluation_half = None
     if held_out and len(workload.requests) >= 4:
         first, second = workload.split()
         _report(progress, f"planning on {first.name}")
-        fitted_half = derive_plan(first, cost, capacity_bytes, chunk_tokens=chunk_tokens,
+        fitted_half = derive_plan(first, cost, capacity, chunk_tokens=chunk_tokens,
                                   warmup=warmup)
-        evaluation_half = evaluate(fitted_half, second, cost, capacity_bytes, executor,
+        evaluation_half = evaluate(fitted_half, second, cost, capacity, executor,
                                    progress=progress, warmup=warmup)
     points = []
     for f in sweep_factors:
-        cap = max(1, int(capacity_bytes * f))
+        cap = capacity.scaled(f)
         if f != 1:
             _report(progress, f"planning at {f:g}× the capacity")
         p = plan if f == 1 else derive_plan(workload, cost, cap, chunk_tokens=chunk_tokens,
@@ -121,7 +121,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity_bytes: int,
         ev = whole if f == 1 else evaluate(p, workload, cost, cap, executor, bound=p.bound,
                                            progress=progress, warmup=warmup)
         points.append((cap, ev.results, ev.bound.upper.flop_savings))
-    return PlanJob(capacity_bytes=int(capacity_bytes), capacity_source=capacity_source,
+    return PlanJob(capacity=capacity, capacity_source=capacity_source,
                    plan=plan, whole=whole, held_out_plan=fitted_half,
                    held_out=evaluation_half, sweep=tuple(points),
                    seconds=time.perf_counter() - t0, warmup=warmup)

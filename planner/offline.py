@@ -27,6 +27,7 @@ from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner import ilp as ilp_mod
 from marconi.planner.candidates import OfflineProblem, build_problem, check_convex_savings
+from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import warmup_requests
 from marconi.planner.relaxation import (_usage, knapsack_bound, lagrangian_bound,
                                         lagrangian_value, option_costs)
@@ -66,11 +67,12 @@ def choose_method(problem: OfflineProblem) -> str:
     return "lp" if entries <= LP_MAX_ENTRIES else "lagrangian"
 
 
-def offline_bound(workload: Workload, cost: CostModel, capacity_bytes: int,
+def offline_bound(workload: Workload, cost: CostModel, capacity: Capacity,
                   method: str = "auto", problem: OfflineProblem | None = None,
                   time_limit: float = 300.0, warmup: float = 0.0) -> BoundReport:
-    """Upper bound on FLOP savings of any cache of `capacity_bytes`, and a rounded schedule,
-    over the requests after the first `warmup` fraction (`problem` must be built with it)."""
+    """Upper bound on FLOP savings of any cache of `capacity` (one shared pool), and a
+    rounded schedule, over the requests after the first `warmup` fraction (`problem` must
+    be built with it)."""
     if method not in METHODS:
         raise PlanError("method", f"unknown {method!r}; expected one of {', '.join(METHODS)}")
     if not check_convex_savings(cost):
@@ -78,14 +80,14 @@ def offline_bound(workload: Workload, cost: CostModel, capacity_bytes: int,
                         "(c_np < c_nn + c_pp), so key positions do not bound every position; "
                         "expected causal-attention FLOPs")
     t0 = time.perf_counter()
-    problem = problem or build_problem(workload, cost, capacity_bytes, warmup=warmup)
+    problem = problem or build_problem(workload, cost, capacity, warmup=warmup)
     if problem.warmup_requests != warmup_requests(warmup, problem.n_requests):
         raise ValueError(f"problem built with {problem.warmup_requests} warm-up requests, "
                          f"asked for warmup={warmup}")
     method = choose_method(problem) if method == "auto" else method
     if not np.any(problem.opt_saved_flops > 0):
         upper, rounded = _no_reuse(problem, method, time.perf_counter() - t0)
-        return BoundReport(capacity_bytes=int(capacity_bytes), upper=upper, rounded=rounded,
+        return BoundReport(capacity_bytes=problem.capacity_bytes, upper=upper, rounded=rounded,
                            method=method, seconds=time.perf_counter() - t0, warmup=warmup,
                            warmup_requests=problem.warmup_requests)
     log.info("offline bound of %s: %d requests, %d keys, %d options, method %s",
@@ -110,7 +112,7 @@ def offline_bound(workload: Workload, cost: CostModel, capacity_bytes: int,
         rounded = round_schedule(problem, proposed, density)
     assert rounded.saved_flops <= upper.saved_flops * (1 + 1e-6) + 1e-9, \
         f"rounded {rounded.saved_flops} above bound {upper.saved_flops}"
-    return BoundReport(capacity_bytes=int(capacity_bytes), upper=upper, rounded=rounded,
+    return BoundReport(capacity_bytes=problem.capacity_bytes, upper=upper, rounded=rounded,
                        method=method, seconds=time.perf_counter() - t0, warmup=warmup,
                        warmup_requests=problem.warmup_requests)
 

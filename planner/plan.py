@@ -53,11 +53,11 @@ class PlanResult:
     seconds: float
 
 
-def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
+def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
                 chunk_tokens: int | None = None, memory_split: bool = True,
                 bound_method: str = "auto", tune_replays: int | None = None,
                 config: CacheConfig | None = None, warmup: float = 0.0) -> PlanResult:
-    """A Plan for `workload` at `capacity_bytes`, tuned on `workload` itself (on the
+    """A Plan for `workload` at `capacity` (one shared pool), tuned on `workload` itself (on the
     requests after the first `warmup` fraction, which only warm the cache up)."""
     n = len(workload.requests)
     if n < 2:
@@ -65,21 +65,21 @@ def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
                         f"{'' if n == 1 else 's'}; expected at least 2 to plan (a plan is "
                         "fitted on the reuse between requests)")
     t0 = time.perf_counter()
-    problem = build_problem(workload, cost, capacity_bytes, warmup=warmup)
-    bound = offline_bound(workload, cost, capacity_bytes, method=bound_method,
+    problem = build_problem(workload, cost, capacity, warmup=warmup)
+    bound = offline_bound(workload, cost, capacity, method=bound_method,
                           problem=problem, warmup=warmup)
     insights = analyze(problem, workload, bound.rounded.hits)
     log.info("offline schedule of %s: %s", workload.name, insights.to_dict())
-    plan = initial_plan(insights, cost, workload, capacity_bytes, chunk_tokens)
-    base = config or CacheConfig(capacity=Capacity.shared(int(capacity_bytes)))
-    config = dataclasses.replace(base, capacity=Capacity.shared(int(capacity_bytes)),
+    plan = initial_plan(insights, cost, workload, problem.capacity_bytes, chunk_tokens)
+    base = config or CacheConfig(capacity=capacity)
+    config = dataclasses.replace(base, capacity=capacity,
                                  chunk_tokens=chunk_tokens, warmup=warmup)
     space = search_space(plan, insights, memory_split)
     plan, best, trials = coordinate_search(
         plan, space, lambda p: replay_savings(p, workload, cost, config), tune_replays)
     plan = dataclasses.replace(plan, provenance=(
         ("workload", workload.name), ("requests", len(workload.requests)),
-        ("capacity_bytes", int(capacity_bytes)),
+        ("capacity_bytes", problem.capacity_bytes),
         ("bound_method", bound.method),
         ("upper_bound_flop_savings", round(bound.upper.flop_savings, 6)),
         ("rounded_flop_savings", round(bound.rounded.flop_savings, 6)),
@@ -89,14 +89,15 @@ def derive_plan(workload: Workload, cost: CostModel, capacity_bytes: int,
                       tuned_flop_savings=best, seconds=time.perf_counter() - t0)
 
 
-def replan_online(workload: Workload, cost: CostModel, capacity_bytes: int,
+def replan_online(workload: Workload, cost: CostModel, capacity: Capacity,
                   chunk_tokens: int | None) -> Plan:
     """`planned`'s online re-planner (`runtime.cache.policies.planned.Replanner`): a plan
     for the requests served so far, on one shared pool (a running cache's pools cannot be
-    re-split). Called mid-replay, it collects cycles again for its own work."""
+    re-split: the plan is for their total). Called mid-replay, it collects cycles again
+    for its own work."""
     with with_cycle_collector():                    # planning is not a replay loop
-        result = derive_plan(workload, cost, capacity_bytes, chunk_tokens=chunk_tokens,
-                             memory_split=False)
+        result = derive_plan(workload, cost, Capacity.shared(capacity.total_bytes),
+                             chunk_tokens=chunk_tokens, memory_split=False)
     return result.plan
 
 

@@ -76,6 +76,25 @@ class Capacity:
             return (kv_used + state_used) / self.total_bytes
         return max(kv_used / self.kv_limit, state_used / self.state_bytes)
 
+    def one_pool_bytes(self, what: str = "the offline planner") -> int:
+        """The bytes of a bounded, shared pool: what `what` models; a CapacityError for an
+        unbounded capacity or two pools."""
+        if self.total_bytes is None:
+            raise CapacityError("capacity", f"unbounded; {what} needs a bounded byte budget")
+        if self.separate:
+            raise CapacityError("capacity", f"two pools (state {self.state_bytes} B of "
+                                f"{self.total_bytes} B); {what} models one shared pool")
+        return self.total_bytes
+
+    def scaled(self, factor: float) -> Capacity:
+        """This capacity times `factor` (at least one byte), the pools split alike."""
+        if self.total_bytes is None:
+            return self
+        total = max(1, int(self.total_bytes * factor))
+        if self.state_bytes is None:
+            return Capacity(total)
+        return Capacity.split(total, self.state_bytes / self.total_bytes)
+
     def describe(self) -> dict:
         return {"total_bytes": self.total_bytes, "state_bytes": self.state_bytes,
                 "pools": "separate" if self.separate else "shared"}

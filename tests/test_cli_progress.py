@@ -122,10 +122,11 @@ def test_main_job_and_bound_show_their_steps(argv, stage, trace, hand_built_mode
 
 def test_the_main_job_reports_every_step_and_replay(trace):
     from marconi.planner.job import BASELINES, run_plan_job
+    from marconi.runtime.capacity import Capacity
     from marconi.runtime.workload import load_trace
     workload = load_trace(trace)
     seen: list[tuple[str, int, int]] = []
-    run_plan_job(workload, paper_7b_cost(), 2 * 2**30,
+    run_plan_job(workload, paper_7b_cost(), Capacity.shared(2 * 2**30),
                  progress=lambda stage, done, total: seen.append((stage, done, total)))
     stages = [s for s, _, _ in seen]
     name, first, second = workload.name, *(w.name for w in workload.split())

@@ -40,13 +40,14 @@ def test_bound_holds_for_every_policy(seed, block, state, warmup, capacity):
     cost = causal_toy_cost(kv=40 if block == 1 else 10, state=state)
     config = CacheConfig(capacity=Capacity.shared(capacity), warmup=warmup,
                          marconi=MarconiParams(bootstrap_multiplier=1))
-    problem = build_problem(workload, cost, capacity, warmup=warmup)
-    bounds = {m: offline_bound(workload, cost, capacity, method=m, problem=problem,
+    problem = build_problem(workload, cost, Capacity.shared(capacity), warmup=warmup)
+    bounds = {m: offline_bound(workload, cost, Capacity.shared(capacity), method=m, problem=problem,
                                warmup=warmup)
               for m in ("lp", "lagrangian", "knapsack")}
     results = {name: run_policy(name, workload, cost, config, bound=planned_policies())
                for name in POLICIES}
-    plan = derive_plan(workload, cost, capacity, tune_replays=8, warmup=warmup).plan
+    plan = derive_plan(workload, cost, Capacity.shared(capacity), tune_replays=8,
+                       warmup=warmup).plan
     results["planned(tuned)"] = replay_policy(Planned.with_plan(plan), workload, cost, config)
     for name, result in results.items():
         assert result.peak_occupancy <= 1.0 + 1e-12, name
@@ -66,11 +67,11 @@ def test_warmup_bound_is_the_counted_part_of_a_schedule(state):
     ample = 10**9
     ideal = run_policy("infinite", workload, cost,
                        CacheConfig(capacity=Capacity.shared(ample), warmup=0.5)).flop_savings
-    report = offline_bound(workload, cost, ample, method="lp", warmup=0.5)
+    report = offline_bound(workload, cost, Capacity.shared(ample), method="lp", warmup=0.5)
     assert report.warmup_requests == 10
     assert report.upper.flop_savings == pytest.approx(ideal, rel=1e-9)
     assert report.rounded.flop_savings == pytest.approx(ideal, rel=1e-9)
-    whole = offline_bound(workload, cost, ample, method="lp")
+    whole = offline_bound(workload, cost, Capacity.shared(ample), method="lp")
     assert whole.upper.flop_savings != pytest.approx(ideal, rel=1e-6)   # another window
 
 
@@ -82,6 +83,6 @@ def test_bound_reaches_infinite_when_capacity_is_ample(state):
     ample = 10**9
     ideal = run_policy("infinite", workload, cost,
                        CacheConfig(capacity=Capacity.shared(ample))).flop_savings
-    report = offline_bound(workload, cost, ample, method="lp")
+    report = offline_bound(workload, cost, Capacity.shared(ample), method="lp")
     assert report.upper.flop_savings == pytest.approx(ideal, rel=1e-9)
     assert report.rounded.flop_savings == pytest.approx(ideal, rel=1e-9)

@@ -14,6 +14,7 @@ from marconi.planner.offline import offline_bound
 from marconi.planner.prefix_tree import build_prefix_tree
 from marconi.planner.schedule import MISS, occupancy, saved_flops
 from helpers import causal_toy_cost, random_workload
+from marconi.runtime.capacity import Capacity
 from marconi.runtime.workload import Request, Workload
 
 TOL = 1e-6
@@ -36,15 +37,15 @@ def _key_depths(problem):
 def test_ilp_equals_brute_force_and_bounds_hold(seed, block, capacity):
     workload = random_workload(seed, n=6, block_size=block)
     cost = causal_toy_cost(kv=100 if block == 1 else 25)
-    problem = build_problem(workload, cost, capacity)
+    problem = build_problem(workload, cost, Capacity.shared(capacity))
     exact = ilp.solve_ilp(problem)
-    keys = brute_force(workload, cost, capacity, positions="keys",
+    keys = brute_force(workload, cost, Capacity.shared(capacity), positions="keys",
                        key_depths=_key_depths(problem))
-    every = brute_force(workload, cost, capacity, positions="all")
+    every = brute_force(workload, cost, Capacity.shared(capacity), positions="all")
     assert exact.saved_flops == pytest.approx(keys.saved_flops, abs=TOL)
     assert exact.peak_occupancy_bytes <= capacity
     for method in ("lp", "lagrangian", "knapsack"):
-        report = offline_bound(workload, cost, capacity, method=method, problem=problem)
+        report = offline_bound(workload, cost, Capacity.shared(capacity), method=method, problem=problem)
         assert report.upper.is_upper_bound and not report.rounded.is_upper_bound
         # the key-only bounds hold against schedules that may resume anywhere
         assert report.upper.saved_flops >= every.saved_flops - TOL, method
@@ -57,10 +58,10 @@ def test_ilp_equals_brute_force_and_bounds_hold(seed, block, capacity):
 def test_lp_is_at_least_as_tight_as_the_relaxations(seed, block):
     workload = random_workload(seed, n=8, block_size=block)
     cost = causal_toy_cost()
-    problem = build_problem(workload, cost, 700)
-    lp = offline_bound(workload, cost, 700, method="lp", problem=problem).upper
-    lag = offline_bound(workload, cost, 700, method="lagrangian", problem=problem).upper
-    knap = offline_bound(workload, cost, 700, method="knapsack", problem=problem).upper
+    problem = build_problem(workload, cost, Capacity.shared(700))
+    lp = offline_bound(workload, cost, Capacity.shared(700), method="lp", problem=problem).upper
+    lag = offline_bound(workload, cost, Capacity.shared(700), method="lagrangian", problem=problem).upper
+    knap = offline_bound(workload, cost, Capacity.shared(700), method="knapsack", problem=problem).upper
     assert lp.saved_flops <= lag.saved_flops + TOL <= knap.saved_flops + 2 * TOL
 
 
@@ -68,7 +69,7 @@ def test_lp_is_at_least_as_tight_as_the_relaxations(seed, block):
 def test_vectorised_occupancy_matches_the_slow_one(seed, block):
     workload = random_workload(seed, n=8, block_size=block)
     cost = causal_toy_cost()
-    problem = build_problem(workload, cost, 10**9)
+    problem = build_problem(workload, cost, Capacity.shared(10**9))
     rng = np.random.default_rng(seed)
     for _ in range(5):
         hits = np.full(problem.n_requests, MISS)
@@ -107,7 +108,7 @@ def test_hand_worked_chat_example():
     tree = build_prefix_tree(wl)
     assert sorted(tree.depth[tree.input_path(2)].tolist()) == [3, 4, 5]
     for capacity, depth in ((700, 4), (600, 3), (599, 0)):
-        result = ilp.solve_ilp(build_problem(wl, cost, capacity))
+        result = ilp.solve_ilp(build_problem(wl, cost, Capacity.shared(capacity)))
         expected = cost.saved_flops(depth, 5 - depth) if depth else 0.0
         assert result.saved_flops == pytest.approx(expected), capacity
 
@@ -115,7 +116,7 @@ def test_hand_worked_chat_example():
 def test_solver_status_is_checked(monkeypatch):
     """A stop on a time limit comes back from pulp as status Optimal; it must not pass."""
     workload = random_workload(0, n=6)
-    model = ilp.build(build_problem(workload, causal_toy_cost(), 700))
+    model = ilp.build(build_problem(workload, causal_toy_cost(), Capacity.shared(700)))
 
     def fake_solve(solver):
         model.prob.status = pulp.LpStatusOptimal
@@ -125,3 +126,23 @@ def test_solver_status_is_checked(monkeypatch):
     monkeypatch.setattr(model.prob, "solve", fake_solve)
     with pytest.raises(SolverError, match="not proven optimal"):
         ilp.solve(model)
+
+
+def test_the_planner_takes_one_bounded_shared_pool():
+    """The offline planner models one shared pool: two pools or no bound are refused by
+    name, before any work; a shared pool's bytes reach the problem unchanged."""
+    from marconi.errors import CapacityError
+    workload, cost = random_workload(0, n=6), causal_toy_cost()
+    assert build_problem(workload, cost, Capacity.shared(700)).capacity_bytes == 700
+    for capacity, says in ((Capacity.split(1000, 0.25), "two pools"),
+                           (Capacity.unbounded(), "unbounded")):
+        with pytest.raises(CapacityError, match=says) as e:
+            offline_bound(workload, cost, capacity)
+        assert e.value.where == "capacity"
+
+
+def test_a_capacity_scales_with_its_pools():
+    assert Capacity.shared(1000).scaled(0.25) == Capacity.shared(250)
+    assert Capacity.split(1000, 0.25).scaled(2.0) == Capacity.split(2000, 0.25)
+    assert Capacity.shared(3).scaled(0.01) == Capacity.shared(1)
+    assert Capacity.unbounded().scaled(4.0) == Capacity.unbounded()

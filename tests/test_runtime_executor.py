@@ -69,15 +69,15 @@ def _planned_run(cls):
 def test_planned_plans_online_only_with_a_replanner():
     calls = []
 
-    def replan(window, cost, capacity_bytes, chunk_tokens):
-        calls.append((len(window.requests), capacity_bytes, chunk_tokens))
+    def replan(window, cost, capacity, chunk_tokens):
+        calls.append((len(window.requests), capacity, chunk_tokens))
         return default_plan(cost.model, cost.fingerprint(), window.block_size, None,
-                            capacity_bytes)
+                            capacity.total_bytes)
 
     bound, w, _, config = _planned_run(Planned.with_planner(replan))
     n = bound.planned_online
     # once, at max(200, bootstrap_multiplier × requests before the first eviction)
-    assert n == 5 * 47 and calls == [(n, config.capacity.total_bytes, None)]
+    assert n == 5 * 47 and calls == [(n, config.capacity, None)]
     assert bound.describe()["planned_online_at_request"] == n
     alone, *_ = _planned_run(Planned)
     assert alone.planned_online is None and alone.describe()["planned_online_at_request"] is None

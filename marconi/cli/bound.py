@@ -60,7 +60,7 @@ def run(args) -> int:
     print(table(["", "FLOP savings", "seconds"], rows,
                 title=f"{cost.model} on {workload.name} ({len(workload.requests)} requests"
                       f"{skipped_note(workload)}), "
-                      f"capacity {format_bytes(capacity)}"))
+                      f"capacity {format_bytes(capacity.total_bytes)}"))
     note = warmup_note(report.to_dict()["warmup"], len(workload.requests))
     if note:
         print(note)

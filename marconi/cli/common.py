@@ -6,6 +6,7 @@ import argparse
 import math
 
 from marconi.errors import UserError
+from marconi.runtime.capacity import Capacity
 from marconi.runtime.trace_ids import SPREAD
 from marconi.spec import load_model
 from marconi.units import parse_capacity, parse_dtype
@@ -111,8 +112,14 @@ def dtypes_from(args: argparse.Namespace):
     return dtype, state
 
 
-def capacity_from(args: argparse.Namespace) -> int | None:
-    return parse_capacity(args.capacity) if args.capacity is not None else None
+def capacity_from(args: argparse.Namespace) -> Capacity | None:
+    """--capacity (and --state-fraction, where the command has it) as a Capacity; None
+    when --capacity is not given."""
+    if args.capacity is None:
+        return None
+    total = parse_capacity(args.capacity)
+    fraction = getattr(args, "state_fraction", None)
+    return Capacity.shared(total) if fraction is None else Capacity.split(total, fraction)
 
 
 def warmup_fraction(text: str) -> float:

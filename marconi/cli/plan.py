@@ -61,11 +61,12 @@ def run(args) -> int:
         workload = default_workload()
     if capacity is None:
         point = capacity_for_share(workload, cost, 0.5, warmup=args.warmup)
-        capacity = point.capacity_bytes
-        how = (f"default: {format_bytes(capacity)}, where the sglang baseline reaches "
+        capacity = point.capacity
+        size = format_bytes(capacity.total_bytes)
+        how = (f"default: {size}, where the sglang baseline reaches "
                f"{100 * point.share:.0f} % of an unbounded cache's FLOP savings"
                if point.share == point.share else
-               f"default: {format_bytes(capacity)}, one request's; no request reuses an "
+               f"default: {size}, one request's; no request reuses an "
                "earlier prefix, so no capacity saves anything")
     else:
         how = "given"
@@ -99,7 +100,7 @@ def used_by_commands(args, job) -> tuple[str, ...]:
     from marconi.runtime.plan.plan_file import used_by
     workload = f"--trace {shlex.quote(args.trace)}" if args.trace else ""
     return used_by(shlex.quote(args.output), model=shlex.quote(args.model),
-                   workload=workload, capacity=str(job.capacity_bytes))
+                   workload=workload, capacity=str(job.capacity.total_bytes))
 
 
 PLOT_FORMATS = (".png", ".pdf", ".svg")
@@ -137,7 +138,7 @@ def _document(job, cost, workload, output, readers) -> dict:
     from marconi.cli.render import ttft_profile
     doc = {"model": cost.model, "trace": workload.name,
            "skipped_lines": workload.skipped_lines, "workload": workload.describe(),
-           "capacity_bytes": job.capacity_bytes, "capacity_source": job.capacity_source,
+           "capacity_bytes": job.capacity.total_bytes, "capacity_source": job.capacity_source,
            "ttft_profile": ttft_profile(_job_device()),
            "warmup": _warmup(job, job.whole),
            "results": [r.to_dict() for r in job.whole.results],
@@ -153,7 +154,7 @@ def _document(job, cost, workload, output, readers) -> dict:
                            "rules": job.held_out_plan.plan.rules_dict(),
                            "warmup": _warmup(job, job.held_out)}
     if job.sweep:
-        doc["sweep"] = [{"capacity_bytes": cap, "upper_bound_flop_savings": ub,
+        doc["sweep"] = [{"capacity_bytes": cap.total_bytes, "upper_bound_flop_savings": ub,
                          "results": [{"policy": r.policy, "token_hit_rate": r.token_hit_rate,
                                       "flop_savings": r.flop_savings} for r in results]}
                         for cap, results, ub in job.sweep]
@@ -178,7 +179,7 @@ def _text(job, cost, workload, output, readers) -> str:
     plan = job.plan.plan
     lines = [f"marconi-plan: {cost.model} on {workload.name} ({len(workload.requests)} "
              f"requests{skipped_note(workload)}), capacity "
-             f"{format_bytes(job.capacity_bytes)} ({job.capacity_source})",
+             f"{format_bytes(job.capacity.total_bytes)} ({job.capacity_source})",
              ttft_note(_job_device()),
              "", _policy_table(job.whole, "Whole workload, plan fitted on it:")]
     lines += [n for n in [warmup_note(_warmup(job, job.whole), job.whole.requests)] if n]
@@ -218,7 +219,7 @@ def _plot(job, path: str, model: str, trace: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("--plot needs matplotlib: pip install matplotlib") from e
-    caps = [cap / 2**30 for cap, _, _ in job.sweep]
+    caps = [cap.total_bytes / 2**30 for cap, _, _ in job.sweep]
     policies = [r.policy for r in job.sweep[0][1]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, name in enumerate(policies):

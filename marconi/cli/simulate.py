@@ -69,7 +69,6 @@ def run(args) -> int:
     from marconi.passes import build_cost_model
     from marconi.planner.plan import planned_policies
     from marconi.runtime.cache.policies import get_policy
-    from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig, MarconiParams, VllmParams
     from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.latency import get_device
@@ -79,9 +78,7 @@ def run(args) -> int:
     for name in policies:
         get_policy(name)                              # unknown → exit 2 before any work
     get_device(args.device)
-    total = capacity_from(args)
-    capacity = (Capacity.shared(total) if args.state_fraction is None
-                else Capacity.split(total, args.state_fraction))
+    capacity = capacity_from(args)
     config = CacheConfig(capacity, chunk_tokens=args.chunk_size, warmup=args.warmup,
                          device=args.device,
                          marconi=MarconiParams(recency=args.recency,

@@ -25,10 +25,10 @@ class Replanner(Protocol):
     """How `planned` plans online (the planner's `marconi.planner.plan.replan_online`,
     bound with ``Planned.with_planner``; the runtime never imports the planner)."""
 
-    def __call__(self, workload: Workload, cost: CostModel, capacity_bytes: int,
+    def __call__(self, workload: Workload, cost: CostModel, capacity: Capacity,
                  chunk_tokens: int | None) -> Plan:
-        """Rules for `workload` (the requests so far) at `capacity_bytes`, on one shared
-        pool (a running cache's pools cannot be re-split)."""
+        """Rules for `workload` (the requests so far) for the running cache's bounded
+        `capacity` (its pools, if two, cannot be re-split: the rules are for their total)."""
         ...
 
 
@@ -185,8 +185,8 @@ class Planned(Policy):
         return self.next_request < len(reqs) and reqs[self.next_request].output_ids is not None
 
     def _plan_online(self, replay, n: int) -> None:
-        cap = self.config.capacity.total_bytes
-        if cap is None:
+        cap = self.config.capacity
+        if cap.total_bytes is None:
             return
         window = Workload(name=f"{self.workload.name}[:{n}]",
                           requests=self.workload.requests[:n],
