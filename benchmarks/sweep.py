@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,6 +33,7 @@ from marconi.passes.cost_model import CostModel
 from marconi.planner.plan import planned_policies
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.executor import executor_for
 from marconi.runtime.sim.latency import get_device
 from marconi.runtime.cache.policies import get_policy, policy_names
 from marconi.runtime.sim.simulator import run_policy
@@ -218,13 +218,6 @@ def _sim_record(result) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- running tasks
 
-_INPUTS: Inputs | None = None      # inherited by forked workers
-
-
-def _work(task: Task) -> tuple[Task, dict[str, Any]]:
-    return task, execute(task, _INPUTS)
-
-
 def _cost_estimate(task: Task, inputs: Inputs) -> float:
     size = inputs.workloads[task.workload].total_input_tokens
     return size * _WEIGHT.get(task.policy or task.kind, 1.0)
@@ -233,7 +226,6 @@ def _cost_estimate(task: Task, inputs: Inputs) -> float:
 def run_tasks(tasks: Iterable[Task], inputs: Inputs, jobs: int,
               progress: Progress | None = None) -> list[dict[str, Any]]:
     """Every task's record, sorted by task (independent of `jobs` and of timing)."""
-    global _INPUTS
     tasks = sorted(set(tasks), key=lambda t: (-_cost_estimate(t, inputs), t))
     done: dict[Task, dict[str, Any]] = {}
     total = len(tasks)
@@ -245,19 +237,8 @@ def run_tasks(tasks: Iterable[Task], inputs: Inputs, jobs: int,
         elif len(done) % max(1, total // 20) == 0 or len(done) == total:
             log.info("%d/%d tasks done (last: %s)", len(done), total, task.label)
 
-    if jobs <= 1 or total <= 1:
-        for task in tasks:
-            record(task, execute(task, inputs))
-    else:
-        _INPUTS = inputs
-        try:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx) as ex:
-                futures = [ex.submit(_work, t) for t in tasks]
-                for fut in as_completed(futures):
-                    record(*fut.result())
-        finally:
-            _INPUTS = None
+    executor_for(jobs).map(partial(execute, inputs=inputs), tasks,
+                           done=lambda i, rec: record(tasks[i], rec))
     return [done[t] for t in sorted(done)]
 
 

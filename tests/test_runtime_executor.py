@@ -28,6 +28,15 @@ def test_map_returns_every_result_in_order(executor):
     assert executor.map(lambda x: x, []) == []
 
 
+@pytest.mark.parametrize("executor", [LocalExecutor(), ProcessExecutor(3)],
+                         ids=["local", "process-3"])
+def test_done_sees_each_result_once_in_this_process(executor):
+    seen = []                                        # appended to in the caller only
+    results = executor.map(lambda x: x * 10, range(6), done=lambda i, r: seen.append((i, r)))
+    assert results == [0, 10, 20, 30, 40, 50]
+    assert sorted(seen) == [(i, 10 * i) for i in range(6)]
+
+
 def test_a_failing_item_raises_in_the_caller():
     def fail_on_two(x):
         if x == 2:
