@@ -145,7 +145,9 @@ class HFRunner:
             raise UnsupportedModelError(self.where, f"model_type {source.model_type!r}: no "
                                         f"causal-LM architecture in transformers: "
                                         f"{str(e).splitlines()[0]}") from e
-        self.model.eval()
+        # never trained; and torch's module tracker (FlopCounterMode) cannot hook parameters
+        # handed to a hub-kernel `Func` module (transformers 5.25 with `kernels`) under no_grad
+        self.model.eval().requires_grad_(False)
         self._forward_args = set(inspect.signature(self.model.forward).parameters)
         self.model_class = type(self.model).__name__
         self.n_layers = getattr(config, "num_hidden_layers", None) or \

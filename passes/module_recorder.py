@@ -61,6 +61,11 @@ class ModuleRecorder(TorchDispatchMode):
         return f"{parent_path}.{child}" if parent_path else child
 
     def _pre(self, module, args):
+        if id(module) not in self._names:
+            # not one of the model's modules: a wrapper called inside one (transformers
+            # 5.25, with PyPI's `kernels` installed, runs a mixer's scan and conv through
+            # a hub-kernel `Func` module that no module owns); its ops are the caller's
+            return
         path = self._path(module)
         self._stack.append((module, path))
         self.records[path].module = module

@@ -17,7 +17,7 @@ def real_model(folder, dtype: torch.dtype):
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.eval()
+    return model.eval().requires_grad_(False)     # see passes/hf.py HFRunner
 
 
 def cache_bytes_per_layer(model, lengths=(5, 9)):
