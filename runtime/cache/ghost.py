@@ -1,0 +1,173 @@
+"""Ghost caches, a switchable eviction index and the leader rule of the hedged policy.
+
+A *ghost* is one policy's cache replayed over the same requests as the real cache, without
+tensors (ids, byte counts and recency only; the simulator never holds tensors, so a ghost
+is simply another `PrefixTree` driven by another policy instance). ARC, LeCaR and Cacheus
+keep ghost lists the same way, to learn which behaviour would have done better.
+
+`Ghost.step` replays one request the way `runtime.sim.replay.Replay` does (match, consume,
+admit, insert, refresh; the policy's `after_request` last) and returns the FLOPs its hit
+saved. Marconi's α tuner asks the replay it is handed for `what_if`, a fresh replay of the
+workload: the ghost passes that on to the real replay (`ReplayView`), which is pure in the
+workload, so the ghost's Marconi tunes as the real one would.
+
+`SwitchIndex` is the real cache's eviction index: it delegates to the leader's index and,
+on a switch, files every node present into the new leader's fresh index (the entries the
+real cache holds, never the new leader's ghost contents).
+
+`WindowLeader` is the selection rule: follow the expert with the most FLOPs saved over the
+last `window` requests, switching only when a challenger beats the leader there by more
+than `margin` of the window's prefill FLOPs. `window_leaders_reference` is its slow
+definition (sums recomputed from the whole history), which the tests compare against.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Sequence
+
+from marconi.passes.cost_model import CostModel
+from marconi.runtime.cache.tree import Node, PrefixTree, Refresh
+from marconi.runtime.seq import make_seq
+from marconi.runtime.workload import Workload
+
+
+class Ghost:
+    """One expert policy's cache over the requests so far (no tensors)."""
+
+    def __init__(self, policy, cost: CostModel, workload: Workload, real_view=None):
+        self.policy = policy
+        self.cost = cost
+        self.workload = workload
+        self.cache: PrefixTree = policy.make_cache()
+        self.first_eviction: int | None = None
+        self.hits: list[int] = [0] * len(workload.requests)   # `Replay.hits`, for what_if users
+        self.done = 0
+        self.real_view = real_view         # the real replay, for `what_if`
+        self._fresh = itertools.count(-1, -1)
+        self._path = policy.refresh is Refresh.PATH
+
+    def step(self, i: int) -> float:
+        """Replay request `i` (the next one); the FLOPs its hit saves."""
+        assert i == self.done, (i, self.done)
+        r = self.workload.requests[i]
+        cache = self.cache
+        if r.arrival_ms > cache.clock.now:
+            cache.clock.now = r.arrival_ms
+        seq = make_seq(r, self._fresh)
+        m = cache.match(seq, seq.n_input)
+        h = 0
+        if m.hit_depth:
+            h = seq.tokens(m.hit_depth)
+            self.hits[i] = h
+            cache.consume(m.hit_node, not self._path)
+        length, checkpoints = self.policy.admit(seq, m)
+        end = cache.insert(seq, length, checkpoints, m)
+        if self._path:
+            cache.touch_path(end if end is not None else (m.partial or m.node))
+        if self.first_eviction is None and cache.evictions:
+            self.first_eviction = i
+        self.done = i + 1
+        self.policy.after_request(self, i)
+        return float(self.cost.saved_flops(h, r.input_tokens - h)) if h else 0.0
+
+    def what_if(self, base, fork_at, make_policy, values, stop, measure):
+        """`ReplayView.what_if`: a fresh replay of the workload, done by the real replay."""
+        return self.real_view.what_if(base, fork_at, make_policy, values, stop, measure)
+
+    def discard(self) -> None:
+        self.cache.discard()
+
+
+class SwitchIndex:
+    """An eviction index that delegates to an inner one and can change it mid-replay."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.cache: PrefixTree | None = None
+
+    def bind(self, cache: PrefixTree) -> None:
+        self.cache = cache
+        self.inner.bind(cache)
+
+    def update(self, node: Node) -> None:
+        self.inner.update(node)
+
+    def victim(self):
+        return self.inner.victim()
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def clear(self) -> None:
+        self.inner.clear()
+
+    def switch(self, inner) -> None:
+        """Order the nodes the cache holds now by `inner` (a fresh index). Every node is
+        filed again as new: the old index's entries go stale (stamp bumped) and are
+        dropped with it."""
+        self.inner.clear()
+        self.inner = inner
+        inner.bind(self.cache)
+        root = self.cache.root
+        for node in self.cache.nodes():
+            if node is root:
+                continue
+            node.stamp += 1
+            node.cand = False
+            node.eff = 0.0
+            inner.update(node)
+
+
+class WindowLeader:
+    """Follow the leader over a sliding window, with hysteresis (O(experts) per request).
+
+    After each request, every expert's saved FLOPs enter its window sum (the last `window`
+    requests); the leader changes to the best expert (ties: the earlier one) only if its sum
+    exceeds the leader's by more than ``margin × the window's prefill FLOPs``.
+    """
+
+    def __init__(self, n_experts: int, window: int, margin: float, start: int = 0):
+        self.window, self.margin = int(window), float(margin)
+        self.sums = [0.0] * n_experts
+        self.total = 0.0
+        self.rows: deque[tuple[tuple[float, ...], float]] = deque()
+        self.leader = start
+        self.switches = 0
+
+    def observe(self, saved: Sequence[float], prefill: float) -> int:
+        """One request's saved FLOPs per expert and its prefill FLOPs; the leader for the
+        next request."""
+        row = tuple(saved)
+        self.rows.append((row, prefill))
+        sums = self.sums
+        for k, s in enumerate(row):
+            sums[k] += s
+        self.total += prefill
+        if len(self.rows) > self.window:
+            old, p = self.rows.popleft()
+            for k, s in enumerate(old):
+                sums[k] -= s
+            self.total -= p
+        best = max(range(len(sums)), key=lambda k: (sums[k], -k))
+        if sums[best] > sums[self.leader] + self.margin * self.total and best != self.leader:
+            self.leader = best
+            self.switches += 1
+        return self.leader
+
+
+def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence[float],
+                             window: int, margin: float, start: int = 0) -> list[int]:
+    """`WindowLeader`'s leaders after each request, by definition: the window sums are
+    recomputed from the whole history every time."""
+    leader, out = start, []
+    for t in range(len(saved)):
+        lo = max(0, t + 1 - window)
+        sums = [sum(saved[u][k] for u in range(lo, t + 1)) for k in range(len(saved[t]))]
+        total = sum(prefill[lo:t + 1])
+        best = max(range(len(sums)), key=lambda k: (sums[k], -k))
+        if best != leader and sums[best] > sums[leader] + margin * total:
+            leader = best
+        out.append(leader)
+    return out

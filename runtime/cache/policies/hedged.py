@@ -1,0 +1,146 @@
+"""`planned-hedged`: never (much) below the best expert, by following ghost caches.
+
+Issue #14 item 3 (docs/planner.md, "Never below the best baseline"). The policy keeps one
+ghost per expert (`runtime.cache.ghost.Ghost`: the expert's own cache over the same
+requests, ids and byte counts only) and replays every request into each of them. The real
+cache follows a leader chosen by `ghost.WindowLeader`: the expert whose ghost saved the
+most FLOPs over the last `window` requests, changed only when a challenger is ahead by more
+than `margin` of those requests' prefill FLOPs.
+
+Following the leader means, for the real cache (whose FLOP savings are the ones reported):
+
+- admission: the leader's rule, applied to the real cache's match (its own real-side
+  instance of the expert; Marconi's runs at the α its ghost tuned);
+- eviction: the leader's index; on a switch the nodes the real cache holds are filed again
+  into a fresh index of the new leader (`ghost.SwitchIndex.switch`). The contents stay the
+  previous leader's: nothing is copied over from the new leader's ghost;
+- KV past the last state (`vllm-align` keeps it): dropped on a switch to a leader that
+  keeps none (`Hedged._drop_kv_tails`), whose index would not free it;
+- recency: the leader's. The real cache refreshes as HIT (only the consumed node); under a
+  PATH leader `admit` touches the matched path up to the admitted length before the insert,
+  which is what PATH's touch after it does (nodes the insert creates or splits are new),
+  except on a rejected insert, where a partly matched edge is not refreshed.
+
+The decision uses only requests already served (the leader for request i+1 is chosen after
+request i), so the policy is online. Experts must keep the radix `PrefixCache` (vLLM's
+per-block `vllm-all` keeps a `DenseCache` and cannot be followed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader
+from marconi.runtime.cache.policies import get_policy, register
+from marconi.runtime.cache.policies.base import Policy
+from marconi.runtime.cache.prefix_cache import PrefixCache
+from marconi.runtime.cache.tree import REMOVE, Refresh
+from marconi.errors import UserError
+
+
+@register("planned-hedged")
+class Hedged(Policy):
+    """Follow the expert whose ghost saved the most FLOPs recently (module docstring)."""
+
+    refresh = Refresh.HIT
+    kv_only_leaves = True
+    experts: ClassVar[tuple[str, ...]] = ("vllm-align", "sglang", "marconi")
+    window: ClassVar[int] = 256
+    margin: ClassVar[float] = 0.005         # of the window's prefill FLOPs (0.5 points)
+
+    def __init__(self, cost, config, workload):
+        super().__init__(cost, config, workload)
+        classes = []
+        for name in self.experts:
+            cls = get_policy(name, "experts")
+            if cls.cache_class is not PrefixCache or cls.oracle_alphas:
+                raise UserError("experts", f"{name!r} cannot be followed: an expert keeps the "
+                                "radix PrefixCache and is online")
+            classes.append(cls)
+        self.real = [cls(cost, config, workload) for cls in classes]   # admit / index
+        self.ghost_policies = [cls(cost, config, workload) for cls in classes]
+        for p in self.real:
+            if hasattr(p, "tune"):
+                p.tune = False                  # its α follows the ghost's (`_sync_alpha`)
+        self.ghosts: list[Ghost] | None = None
+        self.rule = WindowLeader(len(classes), self.window, self.margin)
+        self.leader = 0
+        self.index: SwitchIndex | None = None
+        self.cache = None
+        self.ghost_seconds = 0.0
+        self.ghost_times: list[float] = []      # seconds the ghosts took, per request
+        self.leaders: list[int] = []            # leader that served each request
+
+    @classmethod
+    def with_params(cls, experts=None, window=None, margin=None) -> type[Hedged]:
+        """This policy with other experts, window or margin (not registered)."""
+        attrs = {k: v for k, v in (("experts", tuple(experts) if experts else None),
+                                   ("window", window), ("margin", margin)) if v is not None}
+        return type("HedgedWith", (cls,), attrs)
+
+    def make_cache(self):
+        self.cache = super().make_cache()
+        return self.cache
+
+    def make_index(self):
+        self.index = SwitchIndex(self.real[self.leader].make_index())
+        return self.index
+
+    def admit(self, seq, m):
+        lead = self.real[self.leader]
+        adm = lead.admit(seq, m)
+        if lead.refresh is Refresh.PATH:
+            node = m.node
+            while node.depth > adm.length:
+                node = node.parent
+            self.cache.touch_path(node)
+        return adm
+
+    def after_request(self, replay, i):
+        self.leaders.append(self.leader)
+        t0 = time.perf_counter()
+        if self.ghosts is None:
+            self.ghosts = [Ghost(p, self.cost, self.workload, replay)
+                           for p in self.ghost_policies]
+        saved = [g.step(i) for g in self.ghosts]
+        L = self.workload.requests[i].input_tokens
+        new = self.rule.observe(saved, float(self.cost.prefill_flops(L, 0)))
+        dt = time.perf_counter() - t0
+        self.ghost_seconds += dt
+        self.ghost_times.append(dt)
+        if new != self.leader:
+            self.leader = new
+            if not self.real[new].kv_only_leaves:
+                self._drop_kv_tails()
+            self.index.switch(self.real[new].make_index())
+        self._sync_alpha()
+
+    def _drop_kv_tails(self) -> None:
+        """Evict the KV-only leaves (KV past the last state, which `vllm-align` keeps):
+        a leader that keeps none would extend them into state-less inner nodes, and its
+        index (Marconi's orders states only) might never free them."""
+        cache = self.cache
+        for node in [n for n in cache.nodes() if not n.children and not n.ckpt]:
+            if node is not cache.root and node.alive and not node.lock_ref:
+                cache.evict_node(node, REMOVE)
+
+    def _sync_alpha(self) -> None:
+        """A real-side Marconi runs at its ghost's α (tuned online by the ghost)."""
+        for real, ghost in zip(self.real, self.ghost_policies):
+            if hasattr(ghost, "alpha") and getattr(real, "index", None) is not None \
+                    and real.alpha != ghost.alpha:
+                real.alpha = ghost.alpha
+                if self.real[self.leader] is real:
+                    real.index.alpha = ghost.alpha
+
+    def describe(self):
+        share = {}
+        for k in self.leaders:
+            share[self.experts[k]] = share.get(self.experts[k], 0) + 1
+        n = max(1, len(self.leaders))
+        return {"experts": list(self.experts), "window": self.window, "margin": self.margin,
+                "switches": self.rule.switches,
+                "leader_share": {k: round(v / n, 4) for k, v in share.items()},
+                "ghost_us_per_request": round(1e6 * self.ghost_seconds
+                                              / max(1, len(self.ghost_times)), 2)}
