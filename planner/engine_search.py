@@ -1,6 +1,7 @@
 """Search an engine's flag space by replay: the best flags for a workload at a capacity.
 
     search_engine(model, workload, cost, config, executor=…, progress=…)
+    compare_engines(models, workload, cost, config)   # every engine vs planned and the bound
 
 One engine model (`runtime.engines.base.EngineModel`) is replayed through the simulator
 (`runtime.sim.simulator.replay_policy`) under many flag settings, each scored by FLOP
@@ -18,9 +19,10 @@ The current setting starts at the defaults and moves only to a setting that scor
 strictly higher, so `best` is never worse than `defaults`, and the order of the candidates
 (the engine's flag order, each flag's `choices` order) breaks every tie. A setting is
 replayed at most once (scores are memoised by the resolved flags), and a setting the
-engine refuses (`resolve` raising a UserError: a combination the engine does not accept)
-is skipped and counted. The replays of one stage run in `executor` (a `ProcessExecutor`
-replays them side by side).
+engine refuses (`resolve`, or its policy on this workload, raising a UserError: a
+combination the engine does not accept, a block the trace's ids do not divide) is skipped
+and counted; refused defaults are an error (the UserError names the flag). The replays
+of one stage run in `executor` (a `ProcessExecutor` replays them side by side).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from typing import Any, Callable, Sequence
 
 from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
+from marconi.planner.engine_gaps import GapReport, engine_support, measure_gaps
+from marconi.planner.offline import BoundReport
+from marconi.planner.plan import PlanResult, derive_plan
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.engines.base import EngineModel, Flags
 from marconi.runtime.sim.executor import Executor, LocalExecutor
@@ -117,7 +123,7 @@ def search_engine(model: EngineModel, workload: Workload, cost: CostModel,
     singles = {f.name: [search.setting({f.name: v}) for v in f.choices] for f in model.flags}
     search.run("screen", [s for ss in singles.values() for s in ss if s is not None])
     current = search.better(current, [s for ss in singles.values() for s in ss])
-    spread = {name: _spread([search.scores.get(s) for s in ss if s is not None])
+    spread = {name: _spread([search.scores.get(s) for s in ss])
               for name, ss in singles.items()}
 
     # 2. grid over the two widest-spread flags (stable order: the engine's, on ties)
@@ -218,6 +224,11 @@ class _Search:
             (lambda i, r, count=itertools.count(1): self.progress(name, next(count), len(todo)))
         work = partial(_replay_setting, self.model, self.workload, self.cost, self.config)
         for setting, result in zip(todo, self.executor.map(work, todo, done)):
+            if isinstance(result, UserError):       # the engine refused it on this workload
+                if stage == "defaults":
+                    raise result
+                self.refused.add(setting)
+                continue
             self.results[setting] = result
             self.scores[setting] = score(result)
             self.trials.append(Trial(stage, setting, result.flop_savings,
@@ -225,10 +236,10 @@ class _Search:
 
     def better(self, current: Setting, candidates: Sequence[Setting | None]) -> Setting:
         """The first candidate scoring strictly above `current` and every earlier one;
-        `current` if none does."""
+        `current` if none does (refused candidates are passed over)."""
         best = current
         for s in candidates:
-            if s is not None and self.scores[s] > self.scores[best]:
+            if s in self.scores and self.scores[s] > self.scores[best]:
                 best = s
         return best
 
@@ -238,11 +249,96 @@ class _Search:
         return FlagResult(flags=setting, command=command, result=self.results[setting])
 
 
-def _replay_setting(model, workload, cost, config, setting: Setting) -> SimResult:
-    return replay_flags(model, workload, cost, config, dict(setting))
+def _replay_setting(model, workload, cost, config, setting: Setting) -> SimResult | UserError:
+    """One replay, or the UserError of a setting the engine refuses on this workload (e.g.
+    a block the trace's ids do not divide), returned so that the search can skip it."""
+    try:
+        return replay_flags(model, workload, cost, config, dict(setting))
+    except UserError as e:
+        return e
 
 
 def _spread(scores: list[tuple[float, float] | None]) -> float:
     """How far a flag's values moved FLOP savings in the screening."""
     values = [s[0] for s in scores if s is not None]
     return max(values) - min(values) if values else 0.0
+
+
+# ---------------------------------------------------------------- every engine vs the plan
+
+@dataclasses.dataclass(frozen=True)
+class EngineEntry:
+    """One engine in `compare_engines`: its flag search and what our plan would need, or
+    (`refused`) why its defaults cannot be replayed on this workload (a UserError's text,
+    e.g. a block the trace's ids do not divide)."""
+
+    engine: str
+    version: str
+    search: EngineSearch | None
+    gaps: GapReport | None
+    refused: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.search is None:
+            return {"engine": self.engine, "version": self.version,
+                    "error": {"kind": "input", "message": self.refused}}
+        return {**self.search.to_dict(), "gaps": self.gaps.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineComparison:
+    """Each engine's defaults and best flags beside `planned` and the offline bound, all
+    on one workload at one capacity."""
+
+    engines: tuple[EngineEntry, ...]
+    planned: SimResult
+    plan: PlanResult
+    bound: BoundReport
+    seconds: float
+
+    def best_engine(self) -> EngineEntry | None:
+        """The engine whose best flags save the most FLOPs (ties: the first asked)."""
+        best = None
+        for e in self.engines:
+            if e.search is None:
+                continue
+            if best is None or score(e.search.best.result) > score(best.search.best.result):
+                best = e
+        return best
+
+
+def compare_engines(models: Sequence[EngineModel], workload: Workload, cost: CostModel,
+                    config: CacheConfig, model_name: str | None = None,
+                    plan: PlanResult | None = None, executor: Executor | None = None,
+                    progress: Progress | None = None) -> EngineComparison:
+    """Search every engine's flags (`search_engine`), derive and replay our plan (`plan`
+    when the caller has one for this workload, capacity and warm-up), and measure what
+    each engine's flags cannot express of it (`engine_gaps.measure_gaps`, at the engine's
+    best flags). An engine whose defaults the workload refuses is reported as such (its
+    entry's `refused`), not searched."""
+    t0 = time.perf_counter()
+    if plan is None:
+        if progress is not None:
+            progress(f"planning on {workload.name}", 0, 0)
+        plan = derive_plan(workload, cost, config.capacity, warmup=config.warmup)
+    if progress is not None:
+        progress("planned", 0, 0)
+    planned = dataclasses.replace(
+        replay_policy(Planned.with_plan(plan.plan), workload, cost,
+                      dataclasses.replace(config, chunk_tokens=plan.plan.chunk_tokens)),
+        policy="planned")
+    entries = []
+    for model in models:
+        try:
+            found = search_engine(model, workload, cost, config, model_name, executor,
+                                  progress)
+        except UserError as e:                  # its defaults cannot run on this workload
+            entries.append(EngineEntry(model.name, model.version, None, None, str(e)))
+            continue
+        if progress is not None:
+            progress(f"{model.name}: what the plan needs", 0, 0)
+        gaps = measure_gaps(plan.plan, model, engine_support(model.name),
+                            dict(found.best.flags), workload, cost, config, executor)
+        entries.append(EngineEntry(model.name, model.version, found, gaps))
+    return EngineComparison(engines=tuple(entries), planned=planned, plan=plan,
+                            bound=plan.bound, seconds=time.perf_counter() - t0)

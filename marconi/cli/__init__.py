@@ -4,6 +4,7 @@
     marconi-plan inspect MODEL                                          # sizes and FLOPs
     marconi-plan simulate MODEL --trace T --capacity C --policy …      # replay policies
     marconi-plan bound MODEL --trace T --capacity C                     # offline optimum
+    marconi-plan engines MODEL --trace T --capacity C [--engine …]     # engine flags vs plan
 
 Exit codes: 0 success; 2 bad user input (one line on stderr, no traceback);
 1 internal or solver failure. With ``--format json`` stdout holds exactly one JSON
@@ -19,11 +20,12 @@ import re
 import sys
 import traceback
 
-from marconi.cli import bound, extras, inspect, plan, simulate
+from marconi.cli import bound, engines, extras, inspect, plan, simulate
 from marconi.cli.render import emit_json, error_document
 from marconi.errors import SolverError, UserError
 
-SUBCOMMANDS = {"plan": plan, "inspect": inspect, "simulate": simulate, "bound": bound}
+SUBCOMMANDS = {"plan": plan, "inspect": inspect, "simulate": simulate, "bound": bound,
+               "engines": engines}
 PROG = "marconi-plan"
 
 

@@ -50,6 +50,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
     return "\n".join(out)
 
 
+def flag_changes(changed: dict) -> str:
+    """Flags set away from their defaults, as `--flag value` text ("" for none)."""
+    return " ".join(f"{k} {_flag_value(v)}" for k, v in changed.items()) or "(defaults)"
+
+
+def _flag_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "unset" if v is None else str(v)
+
+
 def ttft_profile(device: str) -> dict:
     """The latency profile TTFT figures are for, as the JSON report names it."""
     from marconi.runtime.sim.latency import get_device
