@@ -45,19 +45,20 @@ class Hedged(Policy):
 
     refresh = Refresh.HIT
     kv_only_leaves = True
-    experts: ClassVar[tuple[str, ...]] = ("vllm-align", "sglang", "marconi")
+    experts: ClassVar[tuple] = ("vllm-align", "sglang", "marconi")   # names or classes
     window: ClassVar[int] = 256
     margin: ClassVar[float] = 0.005         # of the window's prefill FLOPs (0.5 points)
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
         classes = []
-        for name in self.experts:
-            cls = get_policy(name, "experts")
+        for e in self.experts:
+            cls = get_policy(e, "experts") if isinstance(e, str) else e
             if cls.cache_class is not PrefixCache or cls.oracle_alphas:
-                raise UserError("experts", f"{name!r} cannot be followed: an expert keeps the "
-                                "radix PrefixCache and is online")
+                raise UserError("experts", f"{cls.name or cls.__name__!r} cannot be followed: "
+                                "an expert keeps the radix PrefixCache and is online")
             classes.append(cls)
+        self.names = [cls.name or cls.__name__ for cls in classes]
         self.real = [cls(cost, config, workload) for cls in classes]   # admit / index
         self.ghost_policies = [cls(cost, config, workload) for cls in classes]
         for p in self.real:
@@ -137,9 +138,9 @@ class Hedged(Policy):
     def describe(self):
         share = {}
         for k in self.leaders:
-            share[self.experts[k]] = share.get(self.experts[k], 0) + 1
+            share[self.names[k]] = share.get(self.names[k], 0) + 1
         n = max(1, len(self.leaders))
-        return {"experts": list(self.experts), "window": self.window, "margin": self.margin,
+        return {"experts": self.names, "window": self.window, "margin": self.margin,
                 "switches": self.rule.switches,
                 "leader_share": {k: round(v / n, 4) for k, v in share.items()},
                 "ghost_us_per_request": round(1e6 * self.ghost_seconds

@@ -1,0 +1,171 @@
+"""`planned-hedged` (issue #14 item 3): the leader rule against its slow definition, ghosts
+against the simulator's replay, following one expert = being it, an index switch = a fresh
+clone of the same contents, and following whichever expert is best on small workloads."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from marconi.runtime.capacity import Capacity
+from marconi.runtime.cache.eviction import LeafLRU
+from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, \
+    window_leaders_reference
+from marconi.runtime.cache.policies import get_policy
+from marconi.runtime.cache.policies.base import Admission, Policy
+from marconi.runtime.cache.policies.hedged import Hedged
+from marconi.runtime.cache.policies.sglang import SGLangPlus
+from marconi.runtime.config import CacheConfig
+from marconi.runtime.sim.generators import AgentSpec, ChatSpec, generate
+from marconi.runtime.sim.replay import Replay
+from marconi.runtime.sim.simulator import run_policy, summarize
+from helpers import paper_7b_cost
+
+COST = paper_7b_cost()
+EXPERTS = ("vllm-align", "sglang", "marconi")
+
+
+def chat(seed=2):
+    return generate([ChatSpec(sessions=10, turns=(2, 8), user_median=60, output_median=80)],
+                    seed=seed)
+
+
+def agents(seed=2):
+    return generate([AgentSpec(sessions=5, system_tokens=300, rounds=(6, 14),
+                               observation_median=80, action_median=30)], seed=seed)
+
+
+def config(workload, fraction):
+    tokens = sum(r.input_tokens + r.output_tokens for r in workload.requests)
+    return CacheConfig(Capacity.shared(int(COST.kv_bytes_per_token * tokens * fraction)))
+
+
+def replay(cls, workload, cfg):
+    policy = cls(COST, cfg, workload)
+    run = Replay(workload, COST, policy)
+    run.run()
+    run.cache.check(kv_only_leaves=cls.kv_only_leaves)
+    return run, policy
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_window_leader_matches_its_definition(seed):
+    rng = random.Random(seed)
+    n, k = 120, rng.randint(2, 4)
+    window, margin = rng.choice([1, 5, 17, 200]), rng.choice([0.0, 0.05, 0.3])
+    prefill = [float(rng.randint(1, 50)) for _ in range(n)]
+    # integers: the running sums are exact, so both sides compare the same numbers
+    saved = [[float(rng.randint(0, int(p))) for _ in range(k)] for p in prefill]
+    rule = WindowLeader(k, window, margin)
+    fast = [rule.observe(s, p) for s, p in zip(saved, prefill)]
+    assert fast == window_leaders_reference(saved, prefill, window, margin)
+    assert rule.switches == sum(a != b for a, b in zip([0] + fast, fast))
+
+
+@pytest.mark.parametrize("name", EXPERTS)
+def test_a_ghost_replays_as_the_simulator_does(name):
+    w = agents()
+    cfg = config(w, 0.1)
+    cls = get_policy(name)
+    run, _ = replay(cls, w, cfg)
+    host = Replay(w, COST, cls(COST, cfg, w))       # what_if for the ghost's Marconi
+    ghost = Ghost(cls(COST, cfg, w), COST, w, host)
+    saved = [ghost.step(i) for i in range(len(w.requests))]
+    assert ghost.hits == run.hits
+    assert saved == [COST.saved_flops(h, r.input_tokens - h) if h else 0.0
+                     for h, r in zip(run.hits, w.requests)]
+
+
+@pytest.mark.parametrize("name", EXPERTS)
+@pytest.mark.parametrize("fraction", [0.03, 0.2])
+def test_following_a_single_expert_is_that_expert(name, fraction):
+    """Admission, eviction index, recency (PATH emulated on a HIT replay) and Marconi's
+    α taken from its ghost: the real cache hits exactly as the expert's own replay."""
+    w = chat()
+    cfg = config(w, fraction)
+    alone, _ = replay(get_policy(name), w, cfg)
+    hedged, policy = replay(Hedged.with_params(experts=(name,)), w, cfg)
+    assert hedged.hits == alone.hits
+    assert policy.rule.switches == 0
+    assert alone.cache.evictions > 0                 # the capacity binds
+
+
+class SwitchingSGLang(SGLangPlus):
+    """SGLang+ in a cache whose index can be switched."""
+
+    def make_index(self):
+        return SwitchIndex(LeafLRU())
+
+
+def test_an_index_switch_equals_a_fresh_clone_of_the_same_contents():
+    """Switching the real cache's index to vLLM's, mid-replay, continues exactly as a
+    clone of the same tree ordered by a fresh vLLM index (`Replay.fork`)."""
+    w = agents()
+    cfg = config(w, 0.05)
+    align = get_policy("vllm-align")
+    run = Replay(w, COST, SwitchingSGLang(COST, cfg, w))
+    run.run(stop=len(w.requests) // 2)
+    before = sorted((n.depth, n.ckpt, n.last_access) for n in run.cache.nodes())
+    fork = run.fork(align(COST, cfg, w))
+    run.cache.index.switch(align(COST, cfg, w).make_index())
+    assert sorted((n.depth, n.ckpt, n.last_access) for n in run.cache.nodes()) == before
+    run.policy = align(COST, cfg, w)
+    run.run()
+    fork.run()
+    assert run.hits == fork.hits
+    assert run.cache.evictions == fork.cache.evictions > 0
+
+
+class Nothing(Policy):
+    """An expert that caches nothing (the worst there is)."""
+
+    def make_index(self):
+        return LeafLRU()
+
+    def admit(self, seq, m):
+        return Admission(0, ())
+
+
+@pytest.mark.parametrize("name", EXPERTS)
+def test_it_leaves_a_bad_start_for_the_better_expert(name):
+    w = chat()
+    cfg = config(w, 0.2)
+    window = 8
+    H = Hedged.with_params(experts=(Nothing, name), window=window)
+    run, policy = replay(H, w, cfg)
+    assert policy.leaders[0] == 0 and policy.leaders[-1] == 1
+    assert policy.rule.switches == 1
+    alone = run_policy(name, w, COST, cfg).flop_savings
+    hedged = summarize("h", run, COST, cfg, {}).flop_savings
+    # not ≤ alone: having cached nothing early, its later contents differ (LRU is no optimum)
+    assert hedged > 0.8 * alone > 0
+    # it cannot hit before the first switch; the switch comes after the first window
+    # in which the expert's ghost saved anything
+    first = next(i for i, h in enumerate(policy.ghosts[1].hits) if h)
+    switch = policy.leaders.index(1)
+    assert switch == first + 1
+    assert all(h == 0 for h in run.hits[:switch])
+
+
+@pytest.mark.parametrize("workload, fraction", [(chat, 0.1), (chat, 0.4), (agents, 0.1),
+                                                (agents, 0.4)])
+def test_it_follows_whichever_baseline_is_best(workload, fraction):
+    """On workloads where different experts win, the hedged real cache stays within a few
+    points of the best (these traces are ~60 requests: the window's lag is most of it) and
+    above the worst, and it spends most requests behind the best in its window."""
+    w = workload()
+    cfg = config(w, fraction)
+    scores = {p: run_policy(p, w, COST, cfg).flop_savings for p in EXPERTS}
+    run, policy = replay(Hedged.with_params(window=16), w, cfg)
+    hedged = summarize("h", run, COST, cfg, {}).flop_savings
+    assert hedged >= max(scores.values()) - 0.04
+    assert hedged >= min(scores.values())
+    assert len(set(policy.leaders)) >= 2             # it did switch
+
+
+def test_refuses_an_expert_it_cannot_follow():
+    from marconi.errors import UserError
+    w = chat()
+    with pytest.raises(UserError, match="experts"):
+        Hedged.with_params(experts=("vllm-all",))(COST, config(w, 0.1), w)
