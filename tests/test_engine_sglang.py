@@ -300,3 +300,38 @@ def test_launch_line_parses_with_sglang():
     argv = shlex.split(MODEL.launch("Qwen/Qwen3-Next-80B-A3B-Instruct", LAUNCH, None))[3:]
     args = prepare(argv)
     assert args.page_size == 64
+
+
+# ---------------------------------------------------------------- the index against a scan
+def _scan_victim(cache, index, kv_short: bool):
+    """The slow path: every live unlocked node, the smallest key of the list in use."""
+    nodes, stack = [], list(cache.root.children.values())
+    while stack:
+        n = stack.pop()
+        nodes.append(n)
+        stack.extend(n.children.values())
+    leaves = [n for n in nodes if not n.children and not n.lock_ref]
+    states = [n for n in nodes if n.ckpt and not n.lock_ref]
+    if kv_short or not states:
+        return min(leaves, key=lambda n: (*index._priority(n), n.uid), default=None)
+    return min(states, key=lambda n: (n.state_access, n.uid))
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu", "slru"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_index_victim_matches_a_scan(policy, seed):
+    from helpers import random_workload
+    flags = {"--radix-eviction-policy": policy, "--max-mamba-cache-size": 12}
+    w = random_workload(seed, n=60, vocab=3, max_len=16)
+    pol = ENG.policy(flags)(TOY, bounded(1150), w)
+    from marconi.runtime.sim.replay import Replay
+    replay = Replay(w, TOY, pol)
+    replay.run()
+    cache = replay.cache
+    for kv_short in (True, False):
+        cache.kv_need = 10**9 if kv_short else 0
+        got = cache.index.victim()
+        cache.index.release()
+        want = _scan_victim(cache, cache.index, kv_short)
+        assert (got[0] if got else None) is want
+    assert cache.evictions > 0

@@ -52,7 +52,7 @@ SLRU_PROTECTED = 2           # mem_cache/evict_policy.py: SLRUStrategy(protected
 _SRT = "python/sglang/srt"
 FLAGS = (
     Flag("--mamba-radix-cache-strategy", "auto", STRATEGIES,
-         f"{_SRT}/arg_groups/overrides.py:_mamba_radix_cache_declarations (auto); "
+         f"{_SRT}/arg_groups/overrides.py:_mamba_radix_cache_resolution (auto); "
          f"{_SRT}/managers/schedule_batch.py:_mamba_radix_cache_v2_req_prepare_for_extend",
          "no_buffer: one state at the end of input+output; extra_buffer(_lazy): a state at "
          "the prefill's grid end or branch point, or the last decode track boundary; auto = "
