@@ -1,6 +1,7 @@
 """Entry point of the benchmark suite: sweep, write results.json, plots and the results page.
 
-    python -m benchmarks.run --suite paper [--quick] [--out DIR] [--jobs N] [--seed S]
+    python -m benchmarks.run --suite paper [--quick] [--out DIR] [--jobs N | --ray [ADDRESS]]
+                             [--seed S]
 
 The full ``paper`` suite without ``--out`` regenerates docs/results/ (JSON + PNG) and the
 generated section of docs/results.md: the one command behind every number on that page.
@@ -21,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from marconi.cli.common import add_ray_argument, executor_from
+from marconi.cli.extras import require
 from marconi.errors import UserError
 
 from benchmarks import plots, results as res, summary
@@ -54,6 +57,7 @@ def parse_args(argv=None):
                         "--out; none otherwise)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: the number of CPUs)")
+    add_ray_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the generated workloads")
     p.add_argument("--traces", type=Path, default=DEFAULT_TRACES_DIR, metavar="DIR",
                    help=f"folder of the Mooncake traces (default: {DEFAULT_TRACES_DIR})")
@@ -138,11 +142,16 @@ def main(argv=None) -> int:
             written = []
         else:
             suite = get_suite(args.suite, args.quick, args.seed)
-            meta = machine(args.jobs, argv)       # the code as it is when the sweep starts
+            executor = None
+            if args.ray is not None:
+                require("ray", "--ray", "running on Ray")
+                executor = executor_from(args)
+            jobs = executor.workers if executor is not None else args.jobs
+            meta = machine(jobs, argv)            # the code as it is when the sweep starts
             out.mkdir(parents=True, exist_ok=True)
             progress = ProgressBar() if sys.stderr.isatty() else None
             sweep = run_suite(suite, args.traces, jobs=max(1, args.jobs),
-                              allow_missing=suite.quick, progress=progress)
+                              allow_missing=suite.quick, progress=progress, executor=executor)
             results = res.assemble(suite, sweep, meta)
             written = [res.write(results, out)]
         if not args.no_plots:

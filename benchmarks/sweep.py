@@ -33,7 +33,7 @@ from marconi.passes.cost_model import CostModel
 from marconi.planner.plan import planned_policies
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.sim.executor import executor_for
+from marconi.runtime.sim.executor import Executor, executor_for
 from marconi.runtime.sim.latency import get_device
 from marconi.runtime.cache.policies import get_policy, policy_names
 from marconi.runtime.sim.simulator import run_policy
@@ -224,8 +224,10 @@ def _cost_estimate(task: Task, inputs: Inputs) -> float:
 
 
 def run_tasks(tasks: Iterable[Task], inputs: Inputs, jobs: int,
-              progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Every task's record, sorted by task (independent of `jobs` and of timing)."""
+              progress: Progress | None = None,
+              executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Every task's record, sorted by task (independent of `jobs` and of timing); run in
+    `executor` when given (a `RayExecutor`), else in `jobs` processes."""
     tasks = sorted(set(tasks), key=lambda t: (-_cost_estimate(t, inputs), t))
     done: dict[Task, dict[str, Any]] = {}
     total = len(tasks)
@@ -237,8 +239,9 @@ def run_tasks(tasks: Iterable[Task], inputs: Inputs, jobs: int,
         elif len(done) % max(1, total // 20) == 0 or len(done) == total:
             log.info("%d/%d tasks done (last: %s)", len(done), total, task.label)
 
-    executor_for(jobs).map(partial(execute, inputs=inputs), tasks,
-                           done=lambda i, rec: record(tasks[i], rec))
+    executor = executor if executor is not None else executor_for(jobs)
+    executor.map(partial(execute, inputs=inputs), tasks,
+                 done=lambda i, rec: record(tasks[i], rec))
     return [done[t] for t in sorted(done)]
 
 
@@ -252,17 +255,18 @@ class SweepResult:
 
 
 def run_suite(suite: Suite, traces_dir: Path, jobs: int = 1, allow_missing: bool = False,
-              progress: Progress | None = None) -> SweepResult:
+              progress: Progress | None = None,
+              executor: Executor | None = None) -> SweepResult:
     t0 = time.perf_counter()
     policies = suite_policies(suite)
     inputs = build_inputs(suite, traces_dir, allow_missing)
     log.info("built %d cost models and %d workloads in %.1f s", len(inputs.costs),
              len(inputs.workloads), time.perf_counter() - t0)
-    refs = run_tasks(reference_tasks(suite, inputs), inputs, jobs, progress)
+    refs = run_tasks(reference_tasks(suite, inputs), inputs, jobs, progress, executor)
     footprints = {(r["model"], r["workload"]): r["footprint_bytes"] for r in refs
                   if r["study"] == CAPACITY}
     records = run_tasks(capacity_tasks(suite, inputs, footprints, policies), inputs, jobs,
-                        progress)
+                        progress, executor)
     return SweepResult(references=tuple(refs), records=tuple(records),
                        variants=inputs.variants, skipped=inputs.skipped,
                        seconds=time.perf_counter() - t0)

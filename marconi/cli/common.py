@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from marconi.errors import UserError
 from marconi.runtime.capacity import Capacity
@@ -150,3 +151,30 @@ def warmup_note(warmup: dict, total: int) -> str:
         return ""
     return (f"Warm-up: the first {n:,} of {total:,} requests ({100 * warmup['fraction']:g} %) "
             f"filled the cache and are not counted; figures cover the last {total - n:,}.")
+
+
+RAY_LOCAL = "local"          # --ray without a value: start a Ray instance on this machine
+
+
+def add_ray_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const=RAY_LOCAL, default=None, metavar="ADDRESS",
+                   help="run the parallel replays as Ray tasks: without ADDRESS on a Ray "
+                        "instance started on this machine (all its CPUs), with 'auto' or "
+                        "ray://HOST:PORT on an existing cluster (all its CPUs); --jobs is "
+                        "then not used (needs the ray extra)")
+
+
+def executor_from(args: argparse.Namespace):
+    """The executor --jobs and --ray ask for; with --ray, Ray is started or joined here
+    and its dashboard address printed on stderr."""
+    from marconi.runtime.sim.executor import executor_for
+    from marconi.runtime.sim.ray_executor import RayExecutor
+    if getattr(args, "ray", None) is None:
+        return executor_for(args.jobs)
+    executor = RayExecutor(address=None if args.ray == RAY_LOCAL else args.ray)
+    url = executor.connect()
+    print(f"Ray: {executor.workers} CPUs" + (f", dashboard at {url}" if url else
+                                            " (no dashboard: install ray[default] for one)"),
+          file=sys.stderr)
+    return executor
+

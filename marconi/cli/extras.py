@@ -1,8 +1,9 @@
 """Optional dependencies, checked before any work.
 
-The core install has neither transformers (extra ``hf``: a Hugging Face config.json) nor
-matplotlib (extra ``plot``: ``--plot``). A run that needs a missing one stops at once with
-one line naming the extra to install, instead of a traceback after the work.
+The core install has none of transformers (extra ``hf``: a Hugging Face config.json),
+matplotlib (extra ``plot``: ``--plot``) and ray (extra ``ray``: ``--ray``). A run that needs
+a missing one stops at once with one line naming the extra to install, instead of a
+traceback after the work.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from marconi.errors import MissingExtraError
 
-EXTRAS = {"transformers": "hf", "matplotlib": "plot"}     # module → extra that installs it
+EXTRAS = {"transformers": "hf", "matplotlib": "plot", "ray": "ray"}   # module → its extra
 
 
 def require(module: str, where: str, what: str) -> None:
@@ -39,3 +40,5 @@ def check(args: argparse.Namespace) -> None:
         require("transformers", model, "a Hugging Face config.json")
     if getattr(args, "plot", None):
         require("matplotlib", "--plot", "drawing a plot")
+    if getattr(args, "ray", None) is not None:
+        require("ray", "--ray", "running on Ray")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, add_warmup_argument, capacity_from,
-                                dtypes_from, load_source, positive_int, trace_options,
-                                warmup_note)
+                                add_ray_argument, add_trace_arguments, add_warmup_argument,
+                                capacity_from, dtypes_from, executor_from, load_source,
+                                positive_int, trace_options, warmup_note)
 
 HELP = "the main job: plan checkpoints, admission and eviction for MODEL (default subcommand)"
 DESCRIPTION = (
@@ -31,6 +31,7 @@ def add_arguments(p):
                    help="skip the check that fits on the first half and scores the second")
     p.add_argument("--jobs", type=positive_int, default=2,
                    help="worker processes for replaying the baselines (default 2)")
+    add_ray_argument(p)
 
 
 def run(args) -> int:
@@ -43,7 +44,6 @@ def run(args) -> int:
     from marconi.planner.capacity_search import capacity_for_share
     from marconi.planner.job import run_plan_job
     from marconi.runtime.plan.plan_file import write_plan
-    from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.generators import default_workload
     from marconi.runtime.workload import load_trace
     from marconi.units import format_bytes
@@ -52,6 +52,7 @@ def run(args) -> int:
     check_writable(args.output, "-o", "runtime.yaml")
     if args.plot:
         _check_plot_path(args.plot)
+    executor = executor_from(args)                    # Ray started or joined before work
     source = load_source(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(source, dtype=dtype, state_dtype=state_dtype)
@@ -75,7 +76,7 @@ def run(args) -> int:
     with progress or contextlib.nullcontext():
         job = run_plan_job(workload, cost, capacity, capacity_source=how,
                            held_out=not args.no_held_out, sweep_factors=factors,
-                           executor=executor_for(args.jobs), progress=progress,
+                           executor=executor, progress=progress,
                            warmup=args.warmup)
     # both outputs are atomic; the plot is drawn first and renamed last, so a failure in
     # either leaves neither file changed

@@ -3,7 +3,8 @@
     marconi-plan simulate MODEL --trace T --capacity C --policy p1,p2,… [--format json]
 
 Without --trace the built-in default workload is replayed (``--trace builtin:NAME`` picks
-another built-in one). Policies run one after another, or in `--jobs` processes.
+another built-in one). Policies run one after another, in `--jobs` processes, or as Ray
+tasks (`--ray`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import contextlib
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, add_warmup_argument, capacity_from,
-                                dtypes_from, load_source, positive_int, trace_options,
-                                warmup_note)
+                                add_ray_argument, add_trace_arguments, add_warmup_argument,
+                                capacity_from, dtypes_from, executor_from, load_source,
+                                positive_int, trace_options, warmup_note)
 from marconi.cli.progress import progress_for
 from marconi.cli.render import emit_json, table, trace_notes, ttft_note, ttft_profile
 from marconi.units import format_bytes
@@ -38,6 +39,7 @@ def add_arguments(p):
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="run policies in this many processes; with one policy at a time, "
                         "Marconi's α replays use them (default 1)")
+    add_ray_argument(p)
     p.add_argument("--chunk-size", type=positive_int, default=None, metavar="TOKENS",
                    help="engine checkpoint grid: states only at multiples of TOKENS (default: "
                         "exact positions)")
@@ -70,7 +72,6 @@ def run(args) -> int:
     from marconi.planner.plan import planned_policies
     from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.config import CacheConfig, MarconiParams, VllmParams
-    from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.sim.latency import get_device
     from marconi.runtime.sim.simulator import simulate
 
@@ -84,6 +85,7 @@ def run(args) -> int:
                          marconi=MarconiParams(recency=args.recency,
                                                bootstrap_multiplier=args.bootstrap_multiplier),
                          vllm=VllmParams(block_tokens=args.vllm_block_size))
+    executor = executor_from(args)                    # Ray started or joined before work
     workload = load_workload(args)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
@@ -96,10 +98,10 @@ def run(args) -> int:
             policies.append("planned")
     progress = progress_for(args)
     with progress or contextlib.nullcontext():
-        if progress is not None and args.jobs > 1 and len(policies) > 1:
+        if progress is not None and executor.workers > 1 and len(policies) > 1:
             # parallel replays report nothing until they end: show the elapsed time
-            progress(f"{len(policies)} policies in {args.jobs} processes", 0, 0)
-        report = simulate(workload, cost, config, policies, executor=executor_for(args.jobs),
+            progress(f"{len(policies)} policies on {executor.workers} workers", 0, 0)
+        report = simulate(workload, cost, config, policies, executor=executor,
                           progress=progress, bound=bound)
     if args.format == "json":
         emit_json({**report.to_dict(), "ttft_profile": ttft_profile(args.device)})
