@@ -31,7 +31,7 @@ import dataclasses
 import itertools
 import time
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
@@ -180,9 +180,9 @@ def exhaustive_best(model: EngineModel, workload: Workload, cost: CostModel,
     for values in itertools.product(*(f.choices for f in model.flags)):
         try:
             setting = tuple(model.resolve(dict(zip(names, values))).items())
+            result = replay_flags(model, workload, cost, config, dict(setting))
         except UserError:
             continue
-        result = replay_flags(model, workload, cost, config, dict(setting))
         if score(result) > score(best_result):
             best, best_result = setting, result
     return best, best_result
@@ -224,9 +224,9 @@ class _Search:
             (lambda i, r, count=itertools.count(1): self.progress(name, next(count), len(todo)))
         work = partial(_replay_setting, self.model, self.workload, self.cost, self.config)
         for setting, result in zip(todo, self.executor.map(work, todo, done)):
-            if isinstance(result, UserError):       # the engine refused it on this workload
+            if isinstance(result, _Refusal):        # the engine refused it on this workload
                 if stage == "defaults":
-                    raise result
+                    raise UserError(result.where, result.message)
                 self.refused.add(setting)
                 continue
             self.results[setting] = result
@@ -249,13 +249,20 @@ class _Search:
         return FlagResult(flags=setting, command=command, result=self.results[setting])
 
 
-def _replay_setting(model, workload, cost, config, setting: Setting) -> SimResult | UserError:
-    """One replay, or the UserError of a setting the engine refuses on this workload (e.g.
+class _Refusal(NamedTuple):
+    """A UserError as a worker process returns it (UserError itself does not pickle)."""
+
+    where: str
+    message: str
+
+
+def _replay_setting(model, workload, cost, config, setting: Setting) -> SimResult | _Refusal:
+    """One replay, or the refusal of a setting the engine refuses on this workload (e.g.
     a block the trace's ids do not divide), returned so that the search can skip it."""
     try:
         return replay_flags(model, workload, cost, config, dict(setting))
     except UserError as e:
-        return e
+        return _Refusal(e.where, e.message)
 
 
 def _spread(scores: list[tuple[float, float] | None]) -> float:
@@ -282,7 +289,8 @@ class EngineEntry:
         if self.search is None:
             return {"engine": self.engine, "version": self.version,
                     "error": {"kind": "input", "message": self.refused}}
-        return {**self.search.to_dict(), "gaps": self.gaps.to_dict()}
+        gaps = {} if self.gaps is None else {"gaps": self.gaps.to_dict()}
+        return {**self.search.to_dict(), **gaps}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,12 +318,12 @@ class EngineComparison:
 def compare_engines(models: Sequence[EngineModel], workload: Workload, cost: CostModel,
                     config: CacheConfig, model_name: str | None = None,
                     plan: PlanResult | None = None, executor: Executor | None = None,
-                    progress: Progress | None = None) -> EngineComparison:
+                    progress: Progress | None = None, gaps: bool = True) -> EngineComparison:
     """Search every engine's flags (`search_engine`), derive and replay our plan (`plan`
     when the caller has one for this workload, capacity and warm-up), and measure what
     each engine's flags cannot express of it (`engine_gaps.measure_gaps`, at the engine's
-    best flags). An engine whose defaults the workload refuses is reported as such (its
-    entry's `refused`), not searched."""
+    best flags; skipped with ``gaps=False``). An engine whose defaults the workload
+    refuses is reported as such (its entry's `refused`), not searched."""
     t0 = time.perf_counter()
     if plan is None:
         if progress is not None:
@@ -335,10 +343,12 @@ def compare_engines(models: Sequence[EngineModel], workload: Workload, cost: Cos
         except UserError as e:                  # its defaults cannot run on this workload
             entries.append(EngineEntry(model.name, model.version, None, None, str(e)))
             continue
-        if progress is not None:
-            progress(f"{model.name}: what the plan needs", 0, 0)
-        gaps = measure_gaps(plan.plan, model, engine_support(model.name),
-                            dict(found.best.flags), workload, cost, config, executor)
-        entries.append(EngineEntry(model.name, model.version, found, gaps))
+        needs = None
+        if gaps:
+            if progress is not None:
+                progress(f"{model.name}: what the plan needs", 0, 0)
+            needs = measure_gaps(plan.plan, model, engine_support(model.name),
+                                 dict(found.best.flags), workload, cost, config, executor)
+        entries.append(EngineEntry(model.name, model.version, found, needs))
     return EngineComparison(engines=tuple(entries), planned=planned, plan=plan,
                             bound=plan.bound, seconds=time.perf_counter() - t0)

@@ -3,7 +3,8 @@
 Two flags over existing policies (so every replay is one the simulator already checks):
 ``--mode`` picks vLLM's all or align mode or SGLang+'s judicious admission, ``--block-size``
 their block (the vLLM block, or the checkpoint grid of the judicious mode). The judicious
-mode refuses a 16-token grid, so the search meets a refused combination. `noop` adds a
+mode refuses a 16-token grid (when resolved) and so does the align mode (when replayed),
+so the search meets both kinds of refused combination. `noop` adds a
 third flag that changes nothing (for the strict-improvement rule).
 """
 
@@ -46,6 +47,8 @@ class FakeEngine:
         base, block = MODES[f["--mode"]], f["--block-size"]
 
         def __init__(self, cost, config, workload):
+            if base is VLLMAlign and block == 16:     # refused when replayed, not resolved
+                raise UserError("--block-size", "16 with align mode; expected 32 or more")
             config = dataclasses.replace(config, vllm=VllmParams(block_tokens=block))
             if base is SGLangPlus:
                 config = dataclasses.replace(config, chunk_tokens=block)

@@ -75,12 +75,23 @@ def test_defaults_already_best_means_no_move(setup):
 
 def test_refused_settings_are_skipped_and_counted(setup):
     workload, cost = setup
-    found = search_engine(FakeEngine("all", 64), workload, cost, config(5))
-    assert found.refused >= 1
+    found = search_engine(FakeEngine("all", 64), workload, cost, config(5),
+                          executor=ProcessExecutor(2))
+    assert found.refused >= 2
     assert not any(dict(t.flags)["--mode"] == "judicious" and dict(t.flags)["--block-size"]
                    == 16 for t in found.trials)
+    assert not any(dict(t.flags)["--mode"] == "align" and dict(t.flags)["--block-size"]
+                   == 16 for t in found.trials)         # refused by its policy, in a worker
     settings = [t.flags for t in found.trials]
     assert len(settings) == len(set(settings))          # no setting replayed twice
+
+
+def test_refused_defaults_are_an_error_naming_the_flag(setup):
+    from marconi.errors import UserError
+    workload, cost = setup
+    with pytest.raises(UserError, match="--block-size"):
+        search_engine(FakeEngine("align", 16), workload, cost, config(5),
+                      executor=ProcessExecutor(2))
 
 
 def test_deterministic_in_process_and_in_workers(setup):
@@ -107,7 +118,8 @@ def test_progress_counts_every_replay(setup):
                           progress=lambda stage, done, total: heard.append((stage, done,
                                                                             total)))
     ends = [(s, d) for s, d, t in heard if d == t and t]
-    assert sum(d for _, d in ends) == len(found.trials)
+    # every replay asked for: the trials, and those the policy refused when replayed
+    assert len(found.trials) <= sum(d for _, d in ends) <= len(found.trials) + found.refused
     assert {s for s, _ in ends} >= {"fake: defaults", "fake: screen"}
 
 
