@@ -376,3 +376,16 @@ def test_launch_yaml_accepted_by_kv_cache_config():   # pragma: no cover - needs
     assert cfg.tokens_per_block == 64
     assert cfg.mamba_state_config.periodic_snapshot_interval == 256
     assert cfg.block_reuse_config.policy == "per_request"
+
+
+def test_block_trace_snapshots_land_on_its_ids():
+    from helpers import block_workload
+    # 8-token ids, a 40-token prompt = 5 ids sent twice. Interval 16: states at 16 and 32
+    # tokens = ids 2 and 4; the resend looks up 4 ids (32 tokens) and hits 32 tokens.
+    wl = block_workload([(40, 0, (1, 2, 3, 4, 5)), (40, 0, (1, 2, 3, 4, 5))], block=8)
+    got = replay_policy(MODEL.policy({PERIODIC: 16}), wl, TOY, UNBOUNDED).hit_tokens
+    assert got == 32
+    # Interval 20 (20, 40 tokens): 20 floors to id 2 (16 tokens), 40 is the prompt end
+    # (id 5, out of the 4-id lookup): the resend hits 16.
+    got = replay_policy(MODEL.policy({PERIODIC: 20}), wl, TOY, UNBOUNDED).hit_tokens
+    assert got == 16
