@@ -11,7 +11,10 @@ half), on the second half of the workload (predictor and plan fitted on the firs
   `planner.next_use.TrueNextUse`);
 - ``align+pred``: the same admission, eviction by the predicted next use
   (`runtime.plan.next_use.NextUsePredictor` fitted on the first half);
-- ``planned``: the plan `derive_plan` fits on the first half (``--with-plan``);
+- ``planned``: the plan `derive_plan` fits on the first half (``--with-plan``), its
+  class-offset eviction; ``planned+pred``: the same plan evicting by the predicted next
+  use; ``kept``: whether `derive_plan(next_use=True)` kept the predictor (its replay on
+  the first half beat the offsets by 0.5 points);
 - ``offline``: the rounded offline schedule and the upper bound of the scored half
   (``--with-plan``);
 
@@ -75,9 +78,14 @@ def bench_workload(workload, cost, fractions=FRACTIONS, with_plan: bool = False)
             row[name] = replay_policy(cls, second, cost, config).flop_savings
             row[f"{name}_s"] = time.perf_counter() - t
         if with_plan:
-            plan = derive_plan(first, cost, cap).plan
-            row["planned"] = replay_policy(Planned.with_plan(plan), second, cost,
+            plan = derive_plan(first, cost, cap, next_use=True).plan
+            row["predictor_kept"] = plan.next_use is not None
+            base = dataclasses.replace(plan, next_use=None)
+            row["planned"] = replay_policy(Planned.with_plan(base), second, cost,
                                            config).flop_savings
+            row["planned+pred"] = replay_policy(
+                Planned.with_plan(dataclasses.replace(base, next_use=predictor)), second, cost,
+                config).flop_savings
             bound = offline_bound(second, cost, cap)
             row["offline"] = bound.rounded.flop_savings
             row["bound"] = bound.upper.flop_savings
@@ -101,15 +109,17 @@ def main(argv=None) -> None:
         rows += bench_workload(src.load(wl.DEFAULT_TRACES_DIR, seed=0), cost,
                                with_plan=args.with_plan)
     cols = ["vllm-align", "align+true", "align+pred"] + \
-        (["planned", "offline", "bound"] if args.with_plan else [])
-    print("| workload | capacity | " + " | ".join(cols) + " | recovered | Spearman |")
-    print("|---|---|" + "---|" * len(cols) + "---|---|")
+        (["planned", "planned+pred", "offline", "bound"] if args.with_plan else [])
+    tail = " | kept |" if args.with_plan else " |"
+    print("| workload | capacity | " + " | ".join(cols) + " | recovered | Spearman" + tail)
+    print("|---|---|" + "---|" * (len(cols) + 2 + args.with_plan))
     for r in rows:
         gap = r["align+true"] - r["vllm-align"]
         rec = (r["align+pred"] - r["vllm-align"]) / gap if gap > 1e-9 else float("nan")
+        kept = f" | {'yes' if r['predictor_kept'] else 'no'}" if args.with_plan else ""
         print(f"| {r['workload']} | 1/{round(1 / r['fraction'])} | " +
               " | ".join(f"{100 * r[c]:.1f}" for c in cols) +
-              f" | {rec:.2f} | {r['spearman']:.2f} |")
+              f" | {rec:.2f} | {r['spearman']:.2f}{kept} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

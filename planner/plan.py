@@ -31,6 +31,7 @@ from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import build_problem
 from marconi.planner.derive import OfflineInsights, analyze, initial_plan
+from marconi.planner.next_use import fit_on
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.runtime.plan.rules import Plan
 from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
@@ -56,9 +57,12 @@ class PlanResult:
 def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
                 chunk_tokens: int | None = None, memory_split: bool = True,
                 bound_method: str = "auto", tune_replays: int | None = None,
-                config: CacheConfig | None = None, warmup: float = 0.0) -> PlanResult:
+                config: CacheConfig | None = None, warmup: float = 0.0,
+                next_use: bool = False) -> PlanResult:
     """A Plan for `workload` at `capacity` (one shared pool), tuned on `workload` itself (on the
-    requests after the first `warmup` fraction, which only warm the cache up)."""
+    requests after the first `warmup` fraction, which only warm the cache up). With
+    `next_use`, a next-use predictor (`planner.next_use`) is fitted on `workload` and kept
+    in the plan if its replay there saves more FLOPs than the tuned class offsets."""
     n = len(workload.requests)
     if n < 2:
         raise PlanError(workload.name, f"requests: the trace has {n} request"
@@ -77,6 +81,12 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
     space = search_space(plan, insights, memory_split)
     plan, best, trials = coordinate_search(
         plan, space, lambda p: replay_savings(p, workload, cost, config), tune_replays)
+    if next_use:
+        with_predictor = dataclasses.replace(plan, next_use=fit_on(workload))
+        savings = replay_savings(with_predictor, workload, cost, config)
+        trials = (*trials, Trial("next_use", True, savings))
+        if savings > best + 0.005:              # coordinate_search's margin
+            plan, best = with_predictor, savings
     plan = dataclasses.replace(plan, provenance=(
         ("workload", workload.name), ("requests", len(workload.requests)),
         ("capacity_bytes", problem.capacity_bytes),

@@ -3,6 +3,7 @@ heap index against its reference scan, the predictor's fit, file form and rank m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 
@@ -15,7 +16,11 @@ from marconi.planner import next_use as nu
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig, VllmParams
+from marconi.runtime.cache.next_use_index import NextUseIndex, PredictedNextUse
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.plan.next_use import NextUsePredictor, bin_features
+from marconi.runtime.plan.plan_file import load_plan, plan_to_dict, write_plan
+from marconi.runtime.plan.rules import default_plan
 from marconi.runtime.sim.simulator import replay_policy
 
 
@@ -114,3 +119,42 @@ def test_bin_features():
 ])
 def test_spearman(a, b, rho):
     assert nu.spearman(np.array(a), np.array(b)) == pytest.approx(rho)
+
+
+def _plan(cost, workload, predictor):
+    base = default_plan(cost.model, cost.fingerprint(), workload.block_size, None, 30)
+    return dataclasses.replace(base, next_use=predictor)
+
+
+def test_plan_file_carries_the_predictor(tmp_path):
+    cost = toy_cost(kv_per_token=1, state=4)
+    w = random_workload(3, n=40, vocab=3, max_len=8)
+    plan = _plan(cost, w, nu.fit_on(w, min_count=2))
+    write_plan(plan, tmp_path / "runtime.yaml")
+    assert load_plan(tmp_path / "runtime.yaml", cost) == plan
+    old = dataclasses.replace(plan, next_use=None)          # files without one still load
+    assert "next_use" not in plan_to_dict(old)
+    write_plan(old, tmp_path / "old.yaml")
+    assert load_plan(tmp_path / "old.yaml", cost).next_use is None
+
+
+@pytest.mark.parametrize("seed", range(4), ids=lambda s: f"seed{s}")
+def test_planned_with_a_predictor_evicts_by_it(seed):
+    # `planned` with a predictor and default admission evicts exactly as a Planned subclass
+    # whose index is NextUseIndex over the same predictor (built here by hand)
+    w = random_workload(seed, n=40, vocab=3, max_len=8)
+    cost = toy_cost(kv_per_token=1, state=4)
+    config = CacheConfig(capacity=Capacity.shared(30))
+    predictor = nu.fit_on(random_workload(99, n=40, vocab=3, max_len=8), min_count=2)
+    plan = _plan(cost, w, predictor)
+    bare = dataclasses.replace(plan, next_use=None)
+
+    class ByHand(Planned.with_plan(bare)):
+        def make_index(self):
+            self.index = NextUseIndex(PredictedNextUse(predictor), reference=True)
+            return self.index
+
+    a = replay_policy(Planned.with_plan(plan), w, cost, config)
+    b = replay_policy(ByHand, w, cost, config)
+    assert a.evictions > 0
+    assert (a.hit_tokens, a.evictions) == (b.hit_tokens, b.evictions)

@@ -13,12 +13,17 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
 from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
+from marconi.errors import UserError
+from marconi.runtime.plan.next_use import NextUsePredictor
+from marconi.runtime.plan.engine_flags import (SECTION as ENGINES, EngineFlags,
+                                               engines_from_dict, engines_to_dict,
+                                               load_engines)   # re-exported: the reader
 from marconi.runtime.plan.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules, EvictionRules,
                                    MemoryRules, PinnedPrefix, Plan)
 
@@ -39,7 +44,17 @@ def _header(path: Path) -> str:
             + "# The `planned` policy applies it; docs/planner.md describes every field.\n")
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
+def plan_to_dict(plan: Plan, engines: Sequence[EngineFlags] = ()) -> dict[str, Any]:
+    """`plan` as runtime.yaml's data; with `engines`, their best flags as its ``engines:``
+    section (`engine_flags`)."""
+    doc = _plan_dict(plan)
+    if engines:
+        doc[ENGINES] = engines_to_dict(engines)
+    return doc
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    extra = {} if plan.next_use is None else {"next_use": plan.next_use.to_dict()}
     return {
         "schema_version": plan.schema_version,
         "model": {"name": plan.model, "cost_fingerprint": plan.cost_fingerprint},
@@ -53,13 +68,15 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "memory": dataclasses.asdict(plan.memory),
         "pinned_prefixes": [{"ids": p.ids, "digest": p.digest} for p in plan.pinned],
         "provenance": {k: _plain(v) for k, v in plan.provenance},
+        **extra,
     }
 
 
-def write_plan(plan: Plan, path: str | Path) -> None:
-    """Write `plan` to `path` atomically (never a half-written file)."""
+def write_plan(plan: Plan, path: str | Path, engines: Sequence[EngineFlags] = ()) -> None:
+    """Write `plan` (with each engine's best flags, if given) to `path` atomically (never
+    a half-written file); `load_engines` reads the engines back."""
     path = Path(path)
-    text = _header(path) + yaml.safe_dump(plan_to_dict(plan), sort_keys=False,
+    text = _header(path) + yaml.safe_dump(plan_to_dict(plan, engines), sort_keys=False,
                                     default_flow_style=None, width=100)
     folder = path.parent if str(path.parent) else Path(".")
     try:
@@ -110,9 +127,22 @@ def check_model(plan: Plan, cost: CostModel, where: str = "runtime.yaml") -> Non
 
 def plan_from_dict(doc: Any, where: str) -> Plan:
     r = _Reader(where)
+    if isinstance(doc, dict) and ENGINES in doc:     # optional: older files have none
+        engines_from_dict(doc[ENGINES], where)       # a garbled section fails here too
+        doc = {k: v for k, v in doc.items() if k != ENGINES}
     top = r.mapping(doc, "", {"schema_version", "model", "workload", "capacity_bytes",
                               "admission", "eviction", "memory", "pinned_prefixes",
-                              "provenance"})
+                              "provenance", "next_use"}, partial=True)
+    missing = sorted({"schema_version", "model", "workload", "capacity_bytes", "admission",
+                      "eviction", "memory", "pinned_prefixes", "provenance"} - set(top))
+    if missing:
+        raise PlanError(where, f"{missing[0]}: missing required field")
+    next_use = None
+    if top.get("next_use") is not None:          # optional: files before #14 have none
+        try:
+            next_use = NextUsePredictor.from_dict(top["next_use"], "next_use")
+        except UserError as e:
+            raise PlanError(where, str(e)) from e
     version = r.integer(top, "schema_version", minimum=1)
     if version != SCHEMA_VERSION:
         raise PlanError(where, f"schema_version: {version}; expected {SCHEMA_VERSION} "
@@ -168,7 +198,8 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
         memory=MemoryRules(pools=mem["pools"], state_fraction=fraction),
         pinned=tuple(pins),
         provenance=tuple(prov.items()),
-        schema_version=version)
+        schema_version=version,
+        next_use=next_use)
 
 
 # ---------------------------------------------------------------- private helpers

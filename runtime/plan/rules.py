@@ -13,6 +13,9 @@ runtime.yaml:
   replay (`plan.py`);
 - `MemoryRules`: one shared pool or separate KV and state pools.
 
+Optionally a `next_use` predictor (`runtime.plan.next_use`): when present, `planned`
+evicts by predicted next use (Belady with predictions) instead of class-offset LRU.
+
 Plus `pinned` prefixes (hot shared prefixes the offline optimum keeps all the time) and
 `provenance`: what the plan was tuned on and what it was measured to reach there.
 """
@@ -25,6 +28,8 @@ import hashlib
 from typing import Any
 
 import numpy as np
+
+from marconi.runtime.plan.next_use import NextUsePredictor
 
 SCHEMA_VERSION = 1
 
@@ -148,6 +153,7 @@ class Plan:
     pinned: tuple[PinnedPrefix, ...] = ()
     provenance: tuple[tuple[str, Any], ...] = ()
     schema_version: int = SCHEMA_VERSION
+    next_use: NextUsePredictor | None = None
 
     def rules_dict(self) -> dict[str, Any]:
         """The chosen rules as plain data (reports and JSON)."""
@@ -159,6 +165,9 @@ class Plan:
                          "efficiency_ref": self.eviction.efficiency_ref},
             "memory": dataclasses.asdict(self.memory),
             "pinned_prefixes": [dataclasses.asdict(p) for p in self.pinned],
+            **({} if self.next_use is None else
+               {"next_use": {"levels": [len(t) for t in self.next_use.levels],
+                             "horizon_ms": self.next_use.horizon_ms}}),
         }
 
 

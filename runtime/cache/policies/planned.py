@@ -12,6 +12,7 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.eviction import HeapIndex
+from marconi.runtime.cache.next_use_index import NextUseIndex, PredictedNextUse
 from marconi.runtime.cache.policies.marconi import flop_efficiency
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh
 from marconi.runtime.workload import Workload
@@ -61,6 +62,9 @@ class Planned(Policy):
     Marconi's tuner would tune (``bootstrap_multiplier`` × requests before the first
     eviction, at least 200): the same information Marconi's α tuning gets, no future
     requests. Without a re-planner (the class as registered) it keeps the default rules.
+
+    A bound plan that carries a next-use predictor (`Plan.next_use`) evicts by predicted
+    next use instead (`runtime.cache.next_use_index.NextUseIndex`), same candidates.
     """
 
     refresh = Refresh.PATH
@@ -100,7 +104,10 @@ class Planned(Policy):
         return cap
 
     def make_index(self):
-        self.index = ClassOffsetLRU(self)
+        # a plan carrying a next-use predictor evicts by predicted next use (issue #14)
+        predictor = self.rules.next_use
+        self.index = ClassOffsetLRU(self) if predictor is None else \
+            NextUseIndex(PredictedNextUse(predictor))
         return self.index
 
     def admit(self, seq, m):
@@ -193,7 +200,8 @@ class Planned(Policy):
                           block_size=self.workload.block_size, kind=self.workload.kind)
         self.rules = self.replanner(window, self.cost, cap, self.config.chunk_tokens)
         self.planned_online = n
-        self.index.rekey()
+        if isinstance(self.index, ClassOffsetLRU):   # a predictor needs a plan bound up front
+            self.index.rekey()
 
 
 class ClassOffsetLRU(HeapIndex):
