@@ -5,7 +5,8 @@
       - the whole workload replayed under every baseline and the plan, and its bound;
       - the honest check: a plan derived on the first half only, every policy scored on
         the second half, and the second half's bound;
-      - optionally, hit rate and FLOP savings against capacity for every policy (`sweep`).
+      - optionally, hit rate and FLOP savings against capacity for every policy (`sweep`);
+      - optionally, each engine model's best flags (`engines`, `engine_search`).
 
 With a warm-up fraction (`warmup`), each workload scored (the whole one, the held-out half)
 starts with its own warm-up: its first `warmup` fraction of requests fill the cache and are
@@ -24,6 +25,7 @@ import time
 from typing import Callable, Sequence
 
 from marconi.passes.cost_model import CostModel
+from marconi.planner.engine_search import EngineComparison, compare_engines
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.planner.plan import PlanResult, derive_plan
 from marconi.runtime.cache.policies.planned import Planned
@@ -66,6 +68,7 @@ class PlanJob:
     sweep: tuple[tuple[Capacity, tuple[SimResult, ...], float], ...] = ()
     seconds: float = 0.0
     warmup: float = 0.0                 # fraction of each scored workload not counted
+    engines: EngineComparison | None = None   # each engine's best flags beside the plan
 
 
 def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity: Capacity,
@@ -95,7 +98,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity: Capacity,
                  capacity_source: str = "given", chunk_tokens: int | None = None,
                  held_out: bool = True, sweep_factors: Sequence[float] = (),
                  executor: Executor | None = None, progress: Progress | None = None,
-                 warmup: float = 0.0) -> PlanJob:
+                 warmup: float = 0.0, engines: Sequence = ()) -> PlanJob:
     t0 = time.perf_counter()
     _report(progress, f"planning on {workload.name}")
     plan = derive_plan(workload, cost, capacity, chunk_tokens=chunk_tokens,
@@ -103,6 +106,10 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity: Capacity,
     # derive_plan solved this workload's bound at this capacity already: reuse it
     whole = evaluate(plan, workload, cost, capacity, executor, bound=plan.bound,
                      progress=progress, warmup=warmup)
+    # each engine model's flags searched by replay on the same workload (the plan reused)
+    comparison = None if not engines else compare_engines(
+        engines, workload, cost, CacheConfig(capacity=capacity, warmup=warmup), plan=plan,
+        executor=executor, progress=progress, gaps=False)
     fitted_half = evaluation_half = None
     if held_out and len(workload.requests) >= 4:
         first, second = workload.split()
@@ -124,7 +131,7 @@ def run_plan_job(workload: Workload, cost: CostModel, capacity: Capacity,
     return PlanJob(capacity=capacity, capacity_source=capacity_source,
                    plan=plan, whole=whole, held_out_plan=fitted_half,
                    held_out=evaluation_half, sweep=tuple(points),
-                   seconds=time.perf_counter() - t0, warmup=warmup)
+                   seconds=time.perf_counter() - t0, warmup=warmup, engines=comparison)
 
 
 def _report(progress: Progress | None, stage: str) -> None:
