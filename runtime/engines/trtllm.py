@@ -15,7 +15,8 @@ be checked against the 1.2.1 wheel). Paths below are inside that repository:
   (`MambaHybridCacheManagerV2._create_kv_cache`: ``request_total_tokens =
   len(input_tokens) + 1``), so a hit is at most L_in − 1 tokens.
 - Snapshots are taken only at planned points of a prompt (``expect_snapshot_points``,
-  `MambaHybridCacheManagerV2.prepare_expect_snapshot_points`): every
+  `mamba_cache_manager/common.py:MambaHybridCacheManager.prepare_expect_snapshot_points`,
+  extended by `MambaHybridCacheManagerV2.prepare_expect_snapshot_points`): every
   ``periodic_snapshot_interval`` tokens, the ``additional_snapshot_offsets_from_start`` /
   ``_from_end`` offsets that fall inside the prompt, and with ``enable_branch_snapshot`` the
   block-aligned point where the prompt leaves the cache, plus the prompt end when no other
@@ -53,6 +54,7 @@ from marconi.runtime.workload import Workload
 
 VERSION = "1.2.1"
 ARGS = "tensorrt_llm/llmapi/llm_args.py"
+COMMON = "tensorrt_llm/_torch/pyexecutor/kv_cache/mamba_cache_manager/common.py"
 V2 = "tensorrt_llm/_torch/pyexecutor/kv_cache/mamba_cache_manager/mamba_cache_manager_v2.py"
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -75,13 +77,13 @@ FLAGS = (
          "_record_branch_snapshot_point",
          "the KV block; a branch snapshot is aligned down to it"),
     Flag(PERIODIC, 0, (0, 256, 512, 1024, 2048),
-         f"{ARGS}:MambaStateConfig.periodic_snapshot_interval",
+         f"{COMMON}:MambaHybridCacheManager.prepare_expect_snapshot_points",
          "0: no periodic snapshots; N: a state every N prompt tokens"),
     Flag(FROM_START, (), ((), (256,), (1024,), (2048,)),
-         f"{ARGS}:MambaStateConfig.additional_snapshot_offsets_from_start",
+         f"{COMMON}:MambaHybridCacheManager.prepare_expect_snapshot_points",
          "a state at each offset from the prompt start that lies inside the prompt"),
     Flag(FROM_END, (), ((), (0,), (1,), (64,)),
-         f"{ARGS}:MambaStateConfig.additional_snapshot_offsets_from_end",
+         f"{COMMON}:MambaHybridCacheManager.prepare_expect_snapshot_points",
          "a state at each offset back from the prompt end (0 = the prompt end) inside it"),
     Flag(BRANCH, False, (False, True),
          f"{V2}:MambaHybridCacheManagerV2._apply_branch_snapshot_point",
@@ -117,7 +119,9 @@ def ssm_dtype_cost(cost: CostModel, dtype: str) -> CostModel:
 
 def planned_points(prompt_tokens: int, flags: dict[str, Any]) -> set[int]:
     """The snapshot points (in tokens) that the periodic interval and the additional
-    offsets plan for a prompt of `prompt_tokens` tokens; resolved `flags`."""
+    offsets plan for a prompt of `prompt_tokens` tokens; resolved `flags`
+    (`MambaHybridCacheManager.prepare_expect_snapshot_points`: multiples of the interval up
+    to the prompt length, start offsets ≤ it, prompt length − end offset when > 0)."""
     points = set()
     interval = effective_interval(flags)
     if interval:
