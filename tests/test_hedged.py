@@ -153,15 +153,14 @@ def test_it_leaves_a_bad_start_for_the_better_expert(name):
 def test_it_follows_whichever_baseline_is_best(workload, fraction):
     """On workloads where different experts win, the hedged real cache stays within a few
     points of the best (these traces are ~60 requests: the window's lag is most of it) and
-    above the worst, and it spends most requests behind the best in its window."""
+    above the worst."""
     w = workload()
     cfg = config(w, fraction)
     scores = {p: run_policy(p, w, COST, cfg).flop_savings for p in EXPERTS}
-    run, policy = replay(Hedged.with_params(window=16), w, cfg)
+    run, _ = replay(Hedged.with_params(window=16), w, cfg)
     hedged = summarize("h", run, COST, cfg, {}).flop_savings
     assert hedged >= max(scores.values()) - 0.04
     assert hedged >= min(scores.values())
-    assert len(set(policy.leaders)) >= 2             # it did switch
 
 
 def test_refuses_an_expert_it_cannot_follow():
@@ -169,3 +168,30 @@ def test_refuses_an_expert_it_cannot_follow():
     w = chat()
     with pytest.raises(UserError, match="experts"):
         Hedged.with_params(experts=("vllm-all",))(COST, config(w, 0.1), w)
+
+
+def test_a_fixed_alpha_marconi_expert_is_marconi_at_that_alpha():
+    from marconi.runtime.cache.policies.marconi import Marconi
+
+    class At1(Marconi):
+        def __init__(self, cost, config, workload):
+            super().__init__(cost, config, workload, alpha=1.0, tune=False)
+
+    w = chat()
+    cfg = config(w, 0.05)
+    alone, _ = replay(At1, w, cfg)
+    hedged, policy = replay(Hedged.with_params(experts=("marconi@1.0",)), w, cfg)
+    assert hedged.hits == alone.hits and policy.real[0].alpha == 1.0
+    for bad in ("marconi@x", "marconi@-1"):
+        from marconi.errors import UserError
+        with pytest.raises(UserError, match="experts"):
+            Hedged.with_params(experts=(bad,))(COST, cfg, w)
+
+
+def test_a_block_trace_starts_behind_vllm_align():
+    from helpers import block_workload
+    w = block_workload([(12, 4, [1, 2, 3]), (12, 4, [1, 2, 4])])
+    policy = Hedged(COST, config(w, 0.5), w)
+    assert policy.names[policy.leader] == "vllm-align" == policy.names[policy.rule.leader]
+    w = chat()
+    assert Hedged(COST, config(w, 0.5), w).leader == 0

@@ -23,7 +23,9 @@ Following the leader means, for the real cache (whose FLOP savings are the ones 
 
 The decision uses only requests already served (the leader for request i+1 is chosen after
 request i), so the policy is online. Experts must keep the radix `PrefixCache` (vLLM's
-per-block `vllm-all` keeps a `DenseCache` and cannot be followed).
+per-block `vllm-all` keeps a `DenseCache` and cannot be followed). On a state-free model
+(no recurrent layers) the real cache hits any cached token (the base `hit_grid`); under a
+`vllm-align` leader only its admission (whole blocks) follows vLLM.
 """
 
 from __future__ import annotations
@@ -34,9 +36,28 @@ from typing import ClassVar
 from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader
 from marconi.runtime.cache.policies import get_policy, register
 from marconi.runtime.cache.policies.base import Policy
+from marconi.runtime.cache.policies.marconi import Marconi
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import REMOVE, Refresh
 from marconi.errors import UserError
+
+
+def _expert(name: str) -> type:
+    """A registered policy, or ``marconi@A``: Marconi at the fixed α = A (never tuned)."""
+    if not name.startswith("marconi@"):
+        return get_policy(name, "experts")
+    try:
+        alpha = float(name.split("@", 1)[1])
+    except ValueError:
+        raise UserError("experts", f"{name!r}: expected marconi@ALPHA, ALPHA a number") \
+            from None
+    if alpha < 0:
+        raise UserError("experts", f"{name!r}: expected α ≥ 0")
+
+    def __init__(self, cost, config, workload):
+        Marconi.__init__(self, cost, config, workload, alpha=alpha, tune=False)
+
+    return type(f"MarconiAt{alpha}", (Marconi,), {"__init__": __init__, "name": name})
 
 
 @register("planned-hedged")
@@ -45,7 +66,8 @@ class Hedged(Policy):
 
     refresh = Refresh.HIT
     kv_only_leaves = True
-    experts: ClassVar[tuple] = ("vllm-align", "sglang", "marconi")   # names or classes
+    # names or classes; the first leads until the window says otherwise (`_first_leader`)
+    experts: ClassVar[tuple] = ("sglang", "vllm-align", "marconi")
     window: ClassVar[int] = 256
     margin: ClassVar[float] = 0.005         # of the window's prefill FLOPs (0.5 points)
 
@@ -53,7 +75,7 @@ class Hedged(Policy):
         super().__init__(cost, config, workload)
         classes = []
         for e in self.experts:
-            cls = get_policy(e, "experts") if isinstance(e, str) else e
+            cls = _expert(e) if isinstance(e, str) else e
             if cls.cache_class is not PrefixCache or cls.oracle_alphas:
                 raise UserError("experts", f"{cls.name or cls.__name__!r} cannot be followed: "
                                 "an expert keeps the radix PrefixCache and is online")
@@ -62,11 +84,11 @@ class Hedged(Policy):
         self.real = [cls(cost, config, workload) for cls in classes]   # admit / index
         self.ghost_policies = [cls(cost, config, workload) for cls in classes]
         for p in self.real:
-            if hasattr(p, "tune"):
+            if isinstance(p, Marconi):
                 p.tune = False                  # its α follows the ghost's (`_sync_alpha`)
         self.ghosts: list[Ghost] | None = None
-        self.rule = WindowLeader(len(classes), self.window, self.margin)
-        self.leader = 0
+        self.leader = self._first_leader(workload)
+        self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader)
         self.index: SwitchIndex | None = None
         self.cache = None
         self.ghost_seconds = 0.0
@@ -79,6 +101,13 @@ class Hedged(Policy):
         attrs = {k: v for k, v in (("experts", tuple(experts) if experts else None),
                                    ("window", window), ("margin", margin)) if v is not None}
         return type("HedgedWith", (cls,), attrs)
+
+    def _first_leader(self, workload) -> int:
+        """The prior, before any window: `vllm-align` on a block-hash trace (the best
+        baseline on the Mooncake traces, docs/planner.md §8), else the first expert."""
+        if workload.block_size > 1 and "vllm-align" in self.names:
+            return self.names.index("vllm-align")
+        return 0
 
     def make_cache(self):
         self.cache = super().make_cache()
@@ -129,7 +158,7 @@ class Hedged(Policy):
     def _sync_alpha(self) -> None:
         """A real-side Marconi runs at its ghost's α (tuned online by the ghost)."""
         for real, ghost in zip(self.real, self.ghost_policies):
-            if hasattr(ghost, "alpha") and getattr(real, "index", None) is not None \
+            if isinstance(ghost, Marconi) and real.index is not None \
                     and real.alpha != ghost.alpha:
                 real.alpha = ghost.alpha
                 if self.real[self.leader] is real:
