@@ -4,7 +4,6 @@ references against a per-token loop over the block table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -91,9 +90,8 @@ def check(case: Case) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interpreted():
-    from marconi.kernels.testing import run_interpreted
-    return run_interpreted(str(Path(__file__).resolve()))
+def interpreted(interpreted_files):
+    return interpreted_files(__file__)
 
 
 @pytest.mark.parametrize("case_id", list(CASES))

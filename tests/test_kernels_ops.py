@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -233,9 +232,8 @@ def check(case: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interpreted():
-    from marconi.kernels.testing import run_interpreted
-    return run_interpreted(str(Path(__file__).resolve()))
+def interpreted(interpreted_files):
+    return interpreted_files(__file__)
 
 
 def test_ops_take_the_triton_path_under_interpreter(interpreted):

@@ -4,7 +4,6 @@ references, and the quantization formula against its closed-form error bound."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -67,9 +66,8 @@ def check(case: Case) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interpreted():
-    from marconi.kernels.testing import run_interpreted
-    return run_interpreted(str(Path(__file__).resolve()))
+def interpreted(interpreted_files):
+    return interpreted_files(__file__)
 
 
 @pytest.mark.parametrize("case_id", list(CASES))

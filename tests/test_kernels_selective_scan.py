@@ -4,7 +4,6 @@ against `selective_scan_ckpt_ref`, and the reference against the token-by-token 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -114,9 +113,8 @@ def check(case: Case) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interpreted():
-    from marconi.kernels.testing import run_interpreted
-    return run_interpreted(str(Path(__file__).resolve()))
+def interpreted(interpreted_files):
+    return interpreted_files(__file__)
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
