@@ -209,3 +209,88 @@ def test_real_engines_on_the_mooncake_conversation_trace(traces_dir, monkeypatch
             continue
         assert e["best"]["flop_savings"] >= e["defaults"]["flop_savings"]
         assert e["best"]["command"]
+
+
+# ---------------------------------------------------------------- the main job (#15 item 3)
+
+def test_main_job_names_the_best_engine_and_writes_its_flags(fake, trace, capsys, tmp_path):
+    from marconi.runtime.plan.plan_file import load_engines, load_plan
+    out_yaml = tmp_path / "runtime.yaml"
+    code, out, err = run_cli(capsys, MODEL, "--trace", trace, "--capacity", "4GB",
+                             "--no-held-out", "--jobs", "1", "--engines", "fake",
+                             "-o", str(out_yaml), "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["best_engine"] == "fake"
+    (entry,) = doc["engines"]
+    assert entry["best"]["flop_savings"] >= entry["defaults"]["flop_savings"]
+    load_plan(out_yaml)                                    # the plan still loads
+    (saved,) = load_engines(out_yaml)
+    assert saved.engine == "fake" and dict(saved.flags) == entry["best"]["flags"]
+    assert saved.command == entry["best"]["command"]
+    assert saved.flop_savings == pytest.approx(entry["best"]["flop_savings"])
+    code, text, _ = run_cli(capsys, MODEL, "--trace", trace, "--capacity", "4GB",
+                            "--no-held-out", "--jobs", "1", "--engines", "fake",
+                            "-o", str(out_yaml))
+    assert code == 0 and "best engine configuration: fake" in text
+
+
+def test_main_job_refuses_an_unknown_engine_before_any_work(fake, trace, capsys, tmp_path):
+    code, out, err = run_cli(capsys, MODEL, "--trace", trace, "--capacity", "4GB",
+                             "--engines", "nope", "-o", str(tmp_path / "r.yaml"))
+    assert code == 2 and err.startswith("marconi-plan: --engines: unknown 'nope'")
+    assert not (tmp_path / "r.yaml").exists()
+
+
+@pytest.fixture
+def plan_yaml(tmp_path):
+    from marconi.runtime.plan.plan_file import write_plan
+    from marconi.runtime.plan.rules import default_plan
+    path = tmp_path / "runtime.yaml"
+    write_plan(default_plan("m", "f" * 16, 16, None, 10**9), path)
+    return path
+
+
+def test_a_file_without_the_engines_section_still_loads(plan_yaml):
+    from marconi.runtime.plan.plan_file import load_engines, load_plan
+    import yaml
+    assert "engines" not in yaml.safe_load(plan_yaml.read_text())
+    assert load_plan(plan_yaml).model == "m"
+    assert load_engines(plan_yaml) == ()
+
+
+@pytest.mark.parametrize("section,field", [
+    pytest.param([1, 2], "engines:", id="not-a-mapping"),
+    pytest.param({"vllm": {"version": "1", "flags": {}, "command": "x"}},
+                 "engines.vllm.flop_savings", id="missing-field"),
+    pytest.param({"vllm": {"version": "1", "flags": {}, "command": "x", "flop_savings": "hi"}},
+                 "engines.vllm.flop_savings", id="bad-number"),
+    pytest.param({"vllm": {"version": "1", "flags": [1], "command": "x", "flop_savings": 0.1}},
+                 "engines.vllm.flags", id="flags-not-a-mapping"),
+    pytest.param({"vllm": {"version": "1", "flags": {"--a": [1]}, "command": "x",
+                           "flop_savings": 0.1}}, "engines.vllm.flags.--a", id="bad-value"),
+    pytest.param({"vllm": {"version": "1", "flags": {}, "command": "x", "flop_savings": 0.1,
+                           "extra": 1}}, "engines.vllm.extra", id="unknown-field"),
+])
+def test_a_garbled_engines_section_is_an_error_naming_the_field(plan_yaml, section, field):
+    import yaml
+
+    from marconi.errors import PlanError
+    from marconi.runtime.plan.plan_file import load_engines, load_plan
+    doc = yaml.safe_load(plan_yaml.read_text())
+    doc["engines"] = section
+    plan_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    for load in (load_plan, load_engines):
+        with pytest.raises(PlanError, match=field.replace(".", r"\.")):
+            load(plan_yaml)
+
+
+def test_engines_section_round_trips(plan_yaml):
+    from marconi.runtime.plan.engine_flags import EngineFlags
+    from marconi.runtime.plan.plan_file import load_engines, load_plan, write_plan
+    plan = load_plan(plan_yaml)
+    flags = (EngineFlags("sglang", "0.5.23", (("--page-size", 1), ("--x", None),
+                                              ("--y", True), ("--r", 0.6)),
+                         "python -m sglang.launch_server --model-path m", 0.25),)
+    write_plan(plan, plan_yaml, engines=flags)
+    assert load_engines(plan_yaml) == flags and load_plan(plan_yaml) == plan

@@ -70,24 +70,24 @@ def run(args) -> int:
     return 0
 
 
-def engine_models(text: str) -> list:
-    """The engine models `--engine` names, in its order (exit 2 on an unknown one)."""
+def engine_models(text: str, flag: str = "--engine") -> list:
+    """The engine models `flag` names, in its order (exit 2 on an unknown one)."""
     from marconi.errors import UserError
     from marconi.runtime import engines
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise UserError("--engine", f"{text!r}; expected one or more of "
+        raise UserError(flag, f"{text!r}; expected one or more of "
                         f"{', '.join(engines.NAMES)}")
     for name in names:
         if name not in engines.NAMES:
-            raise UserError("--engine", f"unknown {name!r}; expected one or more of "
+            raise UserError(flag, f"unknown {name!r}; expected one or more of "
                             f"{', '.join(engines.NAMES)}")
     models = []
     for name in dict.fromkeys(names):
         try:
             models.append(engines.engine(name))
         except ModuleNotFoundError as e:
-            raise UserError("--engine", f"{name}: its engine model is not installed "
+            raise UserError(flag, f"{name}: its engine model is not installed "
                             f"({e.name}); expected one of the installed engines") from e
     return models
 
@@ -165,3 +165,43 @@ def render(report, cost, workload, config) -> str:
                   f"{p.flop_savings:.4f})", f"  {best.search.best.command}"]
     lines.append(f"Took {report.seconds:.1f} s.")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the main job's part
+
+def best_flags(report) -> tuple:
+    """runtime.yaml's ``engines:`` section: each searched engine's best flags."""
+    from marconi.runtime.plan.engine_flags import EngineFlags
+    if report is None:
+        return ()
+    return tuple(EngineFlags(engine=e.engine, version=e.version, flags=e.search.best.flags,
+                             command=e.search.best.command,
+                             flop_savings=e.search.best.result.flop_savings)
+                 for e in report.engines if e.search is not None)
+
+
+def job_document(report) -> dict:
+    """The main job's JSON ``engines`` entry (`marconi-plan MODEL --engines …`)."""
+    best = report.best_engine()
+    return {"best_engine": best.engine if best else None,
+            "engines": [e.to_dict() for e in report.engines]}
+
+
+def job_lines(report, planned_flop_savings: float) -> list[str]:
+    """The main job's text lines on the engines: the best configuration beside planned."""
+    from marconi.cli.render import flag_changes
+    lines = ["", "Engines (flags searched by replay on the whole workload):"]
+    for e in report.engines:
+        if e.search is None:
+            lines.append(f"  {e.engine} {e.version}: not replayed: {e.refused}")
+            continue
+        s = e.search
+        lines.append(f"  {s.engine} {s.version}: defaults {s.defaults.result.flop_savings:.4f}"
+                     f", best {s.best.result.flop_savings:.4f} FLOP savings "
+                     f"({flag_changes(s.changed)})")
+    best = report.best_engine()
+    if best is not None:
+        lines += [f"  best engine configuration: {best.engine} "
+                  f"({best.search.best.result.flop_savings:.4f} FLOP savings beside planned's "
+                  f"{planned_flop_savings:.4f}): {best.search.best.command}"]
+    return lines

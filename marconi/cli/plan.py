@@ -32,6 +32,11 @@ def add_arguments(p):
     p.add_argument("--jobs", type=positive_int, default=2,
                    help="worker processes for replaying the baselines (default 2)")
     add_ray_argument(p)
+    p.add_argument("--engines", default=None, metavar="E1,E2,…",
+                   help="also search these engines' flags by replay (vllm, sglang, trtllm), "
+                        "name the best configuration beside the plan and write each one's "
+                        "best flags into runtime.yaml's engines: section (default: none; "
+                        "`marconi-plan engines` reports more)")
 
 
 def run(args) -> int:
@@ -48,7 +53,9 @@ def run(args) -> int:
     from marconi.runtime.workload import load_trace
     from marconi.units import format_bytes
 
+    from marconi.cli.engines import best_flags, engine_models
     capacity = capacity_from(args)
+    models = engine_models(args.engines, "--engines") if args.engines else []
     check_writable(args.output, "-o", "runtime.yaml")
     if args.plot:
         _check_plot_path(args.plot)
@@ -77,14 +84,14 @@ def run(args) -> int:
         job = run_plan_job(workload, cost, capacity, capacity_source=how,
                            held_out=not args.no_held_out, sweep_factors=factors,
                            executor=executor, progress=progress,
-                           warmup=args.warmup)
+                           warmup=args.warmup, engines=models)
     # both outputs are atomic; the plot is drawn first and renamed last, so a failure in
     # either leaves neither file changed
     with (atomic_output(args.plot, "--plot") if args.plot else contextlib.nullcontext()) \
             as plot_tmp:
         if plot_tmp is not None:
             _plot(job, plot_tmp, cost.model, workload.name)
-        write_plan(job.plan.plan, args.output)
+        write_plan(job.plan.plan, args.output, engines=best_flags(job.engines))
     readers = used_by_commands(args, job)
     if args.format == "json":
         emit_json(_document(job, cost, workload, args.output, readers))
@@ -159,6 +166,9 @@ def _document(job, cost, workload, output, readers) -> dict:
                          "results": [{"policy": r.policy, "token_hit_rate": r.token_hit_rate,
                                       "flop_savings": r.flop_savings} for r in results]}
                         for cap, results, ub in job.sweep]
+    if job.engines is not None:
+        from marconi.cli.engines import job_document
+        doc.update(job_document(job.engines))
     return doc
 
 
@@ -189,6 +199,10 @@ def _text(job, cost, workload, output, readers) -> str:
                                     f"scored on the second ({job.held_out.workload}):")]
         lines += [n for n in [warmup_note(_warmup(job, job.held_out), job.held_out.requests)]
                   if n]
+    if job.engines is not None:
+        from marconi.cli.engines import job_lines
+        planned = next(r for r in job.whole.results if r.policy == "planned")
+        lines += job_lines(job.engines, planned.flop_savings)
     adm, ins = plan.admission, job.plan.insights
     share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in ins.value_share)
     offsets = ", ".join(f"{c} {v / 1000:+.0f} s" if abs(v) < 1e12 else f"{c} first"
