@@ -29,7 +29,7 @@ from typing import Sequence
 
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.cache.tree import Node, PrefixTree, Refresh
-from marconi.runtime.seq import make_seq
+from marconi.runtime.seq import Seq, make_seq
 from marconi.runtime.workload import Workload
 
 
@@ -48,14 +48,17 @@ class Ghost:
         self._fresh = itertools.count(-1, -1)
         self._path = policy.refresh is Refresh.PATH
 
-    def step(self, i: int) -> float:
-        """Replay request `i` (the next one); the FLOPs its hit saves."""
+    def step(self, i: int, seq: Seq | None = None) -> float:
+        """Replay request `i` (the next one); the FLOPs its hit saves. `seq`: the request's
+        `Seq`, built once for several ghosts (its fresh output ids never match anything, so
+        one set serves every ghost); by default the ghost builds its own."""
         assert i == self.done, (i, self.done)
         r = self.workload.requests[i]
         cache = self.cache
         if r.arrival_ms > cache.clock.now:
             cache.clock.now = r.arrival_ms
-        seq = make_seq(r, self._fresh)
+        if seq is None:
+            seq = make_seq(r, self._fresh)
         m = cache.match(seq, seq.n_input)
         h = 0
         if m.hit_depth:

@@ -30,6 +30,7 @@ per-block `vllm-all` keeps a `DenseCache` and cannot be followed). On a state-fr
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import ClassVar
 
@@ -39,6 +40,7 @@ from marconi.runtime.cache.policies.base import Policy
 from marconi.runtime.cache.policies.marconi import Marconi
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import REMOVE, Refresh
+from marconi.runtime.seq import make_seq
 from marconi.errors import UserError
 
 
@@ -87,6 +89,7 @@ class Hedged(Policy):
             if isinstance(p, Marconi):
                 p.tune = False                  # its α follows the ghost's (`_sync_alpha`)
         self.ghosts: list[Ghost] | None = None
+        self._fresh = itertools.count(-1, -1)   # the ghosts' output ids (never matched)
         self.leader = self._first_leader(workload)
         self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader)
         self.index: SwitchIndex | None = None
@@ -133,7 +136,8 @@ class Hedged(Policy):
         if self.ghosts is None:
             self.ghosts = [Ghost(p, self.cost, self.workload, replay)
                            for p in self.ghost_policies]
-        saved = [g.step(i) for g in self.ghosts]
+        seq = make_seq(self.workload.requests[i], self._fresh)
+        saved = [g.step(i, seq) for g in self.ghosts]
         L = self.workload.requests[i].input_tokens
         new = self.rule.observe(saved, float(self.cost.prefill_flops(L, 0)))
         dt = time.perf_counter() - t0
