@@ -170,8 +170,9 @@ SUPPORT: dict[str, EngineSupport] = {
         _no(Rule.MIN_PREFIX, "no flag"),
         _no(Rule.FRESH, "every extend is checkpointed"),
         _no(Rule.PINNED, "no flag"),
-        _no(Rule.OFFSETS, f"two {_EVICT_LRU} lists (--radix-eviction-policy lru)"),
-        _no(Rule.EFFICIENCY, _EVICT_LRU),
+        _no(Rule.OFFSETS, "--radix-eviction-policy: lru, lfu, slru or priority, none by "
+            "reuse class"),
+        _no(Rule.EFFICIENCY, "no FLOP-aware --radix-eviction-policy"),
         _yes(Rule.MEMORY, "--mamba-full-memory-ratio / --max-mamba-cache-size"),
     ), grid=_sglang_grid),
     "trtllm": EngineSupport("trtllm", (
@@ -185,7 +186,8 @@ SUPPORT: dict[str, EngineSupport] = {
         _yes(Rule.PINNED, "mamba_state_config.additional_snapshot_offsets_from_start"),
         _no(Rule.OFFSETS, f"block reuse is {_EVICT_LRU}"),
         _no(Rule.EFFICIENCY, _EVICT_LRU),
-        _no(Rule.MEMORY, "one KV cache budget (free_gpu_memory_fraction)"),
+        _yes(Rule.MEMORY, "pool_ratio: the byte split between the attention and Mamba "
+             "groups"),
     ), grid=lambda flags: _flag_int(flags, "tokens_per_block") or 32),
 }
 
