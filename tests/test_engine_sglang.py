@@ -13,6 +13,7 @@ tokens deep.
 from __future__ import annotations
 
 import importlib.util
+import math
 import shlex
 
 import pytest
@@ -335,3 +336,118 @@ def test_index_victim_matches_a_scan(policy, seed):
         want = _scan_victim(cache, cache.index, kv_short)
         assert (got[0] if got else None) is want
     assert cache.evictions > 0
+
+
+# ---------------------------------------------------------------- SGLang's own radix cache
+# Replays one seeded trace through SGLang 0.5.23's UnifiedRadixCache (FULL + MAMBA
+# components, real CPU pools: HybridReqToTokenPool, HybridLinearKVPool,
+# TokenToKVPoolAllocator) and through our model, per request. SGLang's scheduler decides
+# which state to track from the cache's match result (`mamba_branching_seqlen`); its
+# ScheduleBatch needs a model forward, so the test applies that rule
+# (schedule_batch.py:_mamba_radix_cache_v2_req_prepare_for_extend: prefix + ⌊extend/g⌋·g,
+# or the branch point when it lies inside; decode: the last track boundary) to SGLang's own
+# match results, and inserts as cache_finished_req would (key up to the tracked state, one
+# state slot from the Mamba allocator). Pools are large enough that nothing is evicted.
+GRID = 4
+
+
+def _trace(seed: int = 7, n: int = 240):
+    import random
+    rng = random.Random(seed)
+    systems = [[rng.randrange(1000) for _ in range(rng.randint(6, 40))] for _ in range(8)]
+    seqs, outs, history = [], [], []
+    for _ in range(n):
+        if history and rng.random() < 0.4:
+            base = rng.choice(history)          # a later turn of an earlier conversation
+        else:
+            base = rng.choice(systems)
+        ids = base + [rng.randrange(1000) for _ in range(rng.randint(1, 20))]
+        out = [rng.randrange(1000) for _ in range(rng.randint(0, 12))]
+        seqs.append(ids)
+        outs.append(out)
+        history.append(ids + out)
+    return seqs, outs
+
+
+def _sglang_tree(extra_buffer: bool):
+    """SGLang's cache on CPU, or a skip naming what does not import."""
+    if importlib.util.find_spec("sglang") is None:
+        pytest.skip("sglang is not installed (the project never depends on an engine)")
+    try:
+        import torch
+        from sglang.srt.configs.mamba_utils import Mamba2CacheParams, Mamba2StateShape
+        from sglang.srt.environ import envs
+        from sglang.srt.mem_cache.allocator import TokenToKVPoolAllocator
+        from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+        from sglang.srt.mem_cache.memory_pool import HybridLinearKVPool, HybridReqToTokenPool
+        from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+        from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
+        from sglang.srt.server_args import ServerArgs, set_global_server_args_for_scheduler
+    except Exception as e:
+        pytest.skip(f"SGLang's radix cache does not import here: {e!r}")
+    args = ServerArgs(model_path="dummy", page_size=1)
+    args._mamba_cache_chunk_size = GRID       # the fixtures' pre-seeded scan chunk
+    set_global_server_args_for_scheduler(args)
+    with envs.SGLANG_MAMBA_SSM_DTYPE.override("bfloat16"):
+        shape = Mamba2StateShape.create(tp_world_size=1, intermediate_size=32, n_groups=1,
+                                        num_heads=2, head_dim=16, state_size=4, conv_kernel=4)
+        params = Mamba2CacheParams(shape=shape, layers=[0, 1, 2])
+    pool = HybridReqToTokenPool(size=8, mamba_size=2000, mamba_spec_state_size=8,
+                                max_context_len=4096, device="cpu", enable_memory_saver=False,
+                                cache_params=params, mamba_layer_ids=[0, 1, 2],
+                                enable_mamba_extra_buffer=extra_buffer)
+    kv = HybridLinearKVPool(size=60_000, dtype=torch.bfloat16, page_size=1, head_num=1,
+                            head_dim=8, full_attention_layer_ids=[3], device="cpu",
+                            mamba_pool=pool.mamba_pool)
+    alloc = TokenToKVPoolAllocator(size=60_000, dtype=torch.bfloat16, device="cpu",
+                                   kvcache=kv, need_sort=False)
+    tree = UnifiedRadixCache(params=CacheInitParams(
+        req_to_token_pool=pool, token_to_kv_pool_allocator=alloc, page_size=1,
+        disable=False, tree_components=(ComponentType.FULL, ComponentType.MAMBA),
+        enable_mamba_extra_buffer=extra_buffer))
+    return tree, alloc, pool
+
+
+def _sglang_hits(strategy: str, seqs, outs, track_interval: int) -> list[int]:
+    extra = strategy != "no_buffer"
+    tree, alloc, pool = _sglang_tree(extra)
+    from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
+    from sglang.srt.mem_cache.radix_cache import RadixKey
+    track_grid = math.lcm(GRID, track_interval)
+    hits_ = []
+    for ids, out in zip(seqs, outs):
+        m = tree.match_prefix(MatchPrefixParams(key=RadixKey(ids[:len(ids) - 1])))
+        prefix = m.device_prefix_len
+        hits_.append(prefix)
+        committed = ids + out[:-1]            # the last sampled token has no KV
+        if not extra:
+            n = len(committed)
+        else:
+            n = prefix
+            end = prefix + (len(ids) - prefix) // GRID * GRID
+            if end > prefix:
+                n = end
+                b = m.mamba_branching_seqlen
+                if b is not None and prefix < b < end and (b - prefix) % GRID == 0:
+                    n = b
+            decode = len(committed) // track_grid * track_grid
+            if decode > len(ids):
+                n = decode
+        if n > prefix:
+            tree.insert(InsertParams(key=RadixKey(committed[:n]), value=alloc.alloc(n),
+                                     mamba_value=pool.mamba_allocator.alloc(1)))
+    return hits_
+
+
+@pytest.mark.parametrize("strategy, interval", [("no_buffer", 256), ("extra_buffer", 256),
+                                                ("extra_buffer", 8)])
+def test_hits_match_sglangs_own_cache(strategy, interval):
+    seqs, outs = _trace()
+    theirs = _sglang_hits(strategy, seqs, outs, interval)
+    from marconi.runtime.sim.replay import Replay
+    flags = {"--mamba-radix-cache-strategy": strategy, "--mamba-track-interval": interval}
+    w = token_workload(seqs, outputs=outs)
+    replay = Replay(w, TOY, ENG.policy(flags)(TOY, UNBOUNDED, w))
+    replay.run()
+    assert sum(theirs) > 0
+    assert replay.hits == theirs
