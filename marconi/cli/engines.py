@@ -11,9 +11,9 @@ savings that costs (`planner.engine_gaps`). See docs/engines.md.
 from __future__ import annotations
 
 from marconi.cli.common import (add_capacity_argument, add_format_argument, add_model_argument,
-                                add_trace_arguments, add_warmup_argument, capacity_from,
-                                dtypes_from, load_source, positive_int, trace_options,
-                                warmup_note)
+                                add_ray_argument, add_trace_arguments, add_warmup_argument,
+                                capacity_from, dtypes_from, executor_from, load_source,
+                                positive_int, trace_options, warmup_note)
 
 HELP = "search each engine's flags by replay and compare them with the plan and the bound"
 DESCRIPTION = (
@@ -39,6 +39,7 @@ def add_arguments(p):
                    help="replay only the first N requests of the trace")
     p.add_argument("--jobs", type=positive_int, default=2,
                    help="worker processes for the search's replays (default 2)")
+    add_ray_argument(p)
     add_format_argument(p)
 
 
@@ -50,19 +51,19 @@ def run(args) -> int:
     from marconi.passes import build_cost_model
     from marconi.planner.engine_search import compare_engines
     from marconi.runtime.config import CacheConfig
-    from marconi.runtime.sim.executor import executor_for
     from marconi.runtime.workload import load_trace
 
     models = engine_models(args.engine)
     capacity = capacity_from(args)
     config = CacheConfig(capacity, warmup=args.warmup)
+    executor = executor_from(args)                    # Ray started or joined before work
     workload = load_trace(args.trace, **trace_options(args), limit=args.limit)
     dtype, state_dtype = dtypes_from(args)
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
     progress = progress_for(args)
     with progress or contextlib.nullcontext():
         report = compare_engines(models, workload, cost, config, model_name=args.model_id,
-                                 executor=executor_for(args.jobs), progress=progress)
+                                 executor=executor, progress=progress)
     if args.format == "json":
         emit_json(document(report, cost, workload, config))
     else:
