@@ -106,9 +106,10 @@ class Hedged(Policy):
         return type("HedgedWith", (cls,), attrs)
 
     def _first_leader(self, workload) -> int:
-        """The prior, before any window: `vllm-align` on a block-hash trace (the best
-        baseline on the Mooncake traces, docs/planner.md §8), else the first expert."""
-        if workload.block_size > 1 and "vllm-align" in self.names:
+        """The prior, before any window: `vllm-align` on a block-hash trace of a model
+        with states (the best baseline on the Mooncake traces, docs/planner.md §8), else
+        the first expert (a state-free model's real cache hits any token, as `sglang`)."""
+        if workload.block_size > 1 and self.cost.state_bytes() and "vllm-align" in self.names:
             return self.names.index("vllm-align")
         return 0
 
@@ -175,6 +176,5 @@ class Hedged(Policy):
         n = max(1, len(self.leaders))
         return {"experts": self.names, "window": self.window, "margin": self.margin,
                 "switches": self.rule.switches,
-                "leader_share": {k: round(v / n, 4) for k, v in share.items()},
-                "ghost_us_per_request": round(1e6 * self.ghost_seconds
-                                              / max(1, len(self.ghost_times)), 2)}
+                "leader_share": {k: round(v / n, 4) for k, v in share.items()}}
+        # (no timings here: a result must not depend on the machine; see `ghost_times`)
