@@ -172,8 +172,8 @@ def _strip_timing(obj):
 
 
 @pytest.mark.slow
-def test_results_independent_of_process_count(tmp_path):
-    one = _run("--suite", "smoke", "--jobs", "1", "--no-plots", out=tmp_path / "one")
+def test_results_independent_of_process_count(smoke_run, tmp_path):
+    one = res.load(smoke_run)                          # --suite smoke --jobs 1 --no-plots
     two = _run("--suite", "smoke", "--jobs", "2", "--no-plots", out=tmp_path / "two")
     for key in ("references", "records", "variants"):
         assert _strip_timing(one[key]) == _strip_timing(two[key]), key

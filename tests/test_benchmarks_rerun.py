@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from benchmarks import results as res
@@ -13,19 +9,13 @@ from benchmarks import summary
 from benchmarks.rerun import rerun
 from marconi.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 # every test reruns a variant of the smoke suite: an end-to-end run
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("smoke")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke",
-                           "--no-plots", "--jobs", "1", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return res.load(out)
+def smoke(smoke_run) -> dict:
+    return res.load(smoke_run)                        # conftest.py: one run per session
 
 
 def _strip(obj):
