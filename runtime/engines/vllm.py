@@ -172,7 +172,7 @@ class VllmPrefixCache(PrefixCache):
 class VllmPolicy(Policy):
     """vLLM 0.33.0 with `flags` (resolved) bound; `policy(flags)` makes the subclass."""
 
-    name: ClassVar[str] = "vllm-engine"
+    name: ClassVar[str] = f"vllm-{VERSION}"
     flags: ClassVar[dict[str, Any]] = {}
     refresh = Refresh.PATH
     kv_only_leaves = True                # full attention caches KV past the last state
