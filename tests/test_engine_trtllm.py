@@ -299,12 +299,11 @@ def test_validation_names_the_flag(flags, where):
     assert e.value.where == where
 
 
-def test_block_must_be_a_multiple_of_the_trace_block():
+def test_a_block_trace_replays_on_the_id_grid_at_or_above_the_block():
     from helpers import block_workload
     wl = block_workload([(40, 0, (1, 2, 3, 4, 5))], block=8)
-    with pytest.raises(UserError) as e:
-        MODEL.policy({BLOCK: 36})(TOY, UNBOUNDED, wl)
-    assert e.value.where == BLOCK
+    assert MODEL.policy({BLOCK: 36})(TOY, UNBOUNDED, wl).block == 40
+    assert MODEL.policy({BLOCK: 32})(TOY, UNBOUNDED, wl).block == 32
 
 
 # ---------------------------------------------------------------- launch

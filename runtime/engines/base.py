@@ -94,3 +94,12 @@ def check_positive(flag: str, value: Any, multiple_of: int | None = None) -> int
     if multiple_of and value % multiple_of:
         raise UserError(flag, f"{value}; expected a multiple of {multiple_of}")
     return value
+
+
+def trace_grid(tokens: int, block: int) -> int:
+    """An engine grid of `tokens` on a trace of `block`-token ids: itself where the ids
+    divide it, else the next multiple of the id at or above it. A block-hash trace (Mooncake:
+    512-token ids) tells prefixes apart only at id boundaries, so a position inside an id
+    cannot be matched or checkpointed; the baselines replay such traces on the id grid too
+    (`runtime.config.VllmParams.block_for`). Token traces (block 1) keep every grid."""
+    return -(-tokens // block) * block

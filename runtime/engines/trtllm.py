@@ -48,7 +48,7 @@ from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import Refresh
 from marconi.runtime.engines.base import Flag, Flags, check_choice, check_positive, \
-    resolve_flags
+    resolve_flags, trace_grid
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -162,11 +162,8 @@ class TrtllmPolicy(Policy):
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
-        self.block = self.flags[BLOCK]
-        if self.block % workload.block_size:
-            raise UserError(BLOCK, f"{self.block} is not a multiple of the trace's "
-                            f"{workload.block_size}-token ids; expected a trace whose block "
-                            "divides it")
+        # on a block-hash trace, the id grid at or above tokens_per_block (`trace_grid`)
+        self.block = trace_grid(self.flags[BLOCK], workload.block_size)
         self.state_cost = ssm_dtype_cost(cost, self.flags[SSM_DTYPE])
 
     def capacity(self) -> Capacity:

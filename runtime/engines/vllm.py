@@ -41,7 +41,7 @@ from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import Refresh
 from marconi.runtime.engines.base import Flag, Flags, check_choice, check_positive, \
-    resolve_flags
+    resolve_flags, trace_grid
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -180,11 +180,8 @@ class VllmPolicy(Policy):
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
         self.layout = layout(cost, self.flags)
-        self.block = self.layout.block_tokens
-        if self.block % workload.block_size:
-            raise UserError(BLOCK, f"vLLM's {self.block}-token block is not a multiple of "
-                            f"the trace's {workload.block_size}-token ids; expected a trace "
-                            "whose block divides it")
+        # on a block-hash trace, the id grid at or above vLLM's block (`trace_grid`)
+        self.block = trace_grid(self.layout.block_tokens, workload.block_size)
         self.caching = self.flags[PREFIX]
         interval = self.flags[RETENTION]
         per = interval // self.block
