@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from array import array
 import shlex
 
 import pytest
@@ -290,17 +291,22 @@ def _sglang_parser():
     if importlib.util.find_spec("sglang") is None:
         pytest.skip("sglang is not installed (the project never depends on an engine)")
     try:
-        from sglang.srt.server_args import prepare_server_args
+        import argparse
+        from sglang.srt.server_args import ServerArgs
     except Exception as e:       # a GPU-bound import chain on this machine
         pytest.skip(f"sglang.srt.server_args does not import here: {e!r}")
-    return prepare_server_args
+    parser = argparse.ArgumentParser(prog="sglang serve")
+    ServerArgs.add_cli_args(parser)     # what server_args.py:prepare_server_args parses with
+    return parser
 
 
 def test_launch_line_parses_with_sglang():
-    prepare = _sglang_parser()
+    parser = _sglang_parser()
     argv = shlex.split(MODEL.launch("Qwen/Qwen3-Next-80B-A3B-Instruct", LAUNCH, None))[3:]
-    args = prepare(argv)
-    assert args.page_size == 64
+    ns = parser.parse_args(argv)
+    assert (ns.mamba_radix_cache_strategy, ns.mamba_full_memory_ratio, ns.page_size,
+            ns.enable_int8_mamba_checkpoint, ns.radix_eviction_policy, ns.mamba_ssm_dtype) == \
+        ("extra_buffer_lazy", 1.5, 64, True, "slru", "bfloat16")
 
 
 # ---------------------------------------------------------------- the index against a scan
@@ -412,7 +418,11 @@ def _sglang_hits(strategy: str, seqs, outs, track_interval: int) -> list[int]:
     extra = strategy != "no_buffer"
     tree, alloc, pool = _sglang_tree(extra)
     from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
-    from sglang.srt.mem_cache.radix_cache import RadixKey
+    from sglang.srt.mem_cache.radix_cache import RadixKey as _Key
+
+    def RadixKey(ids):                     # its keys are int64 arrays
+        return _Key(array("q", ids))
+
     track_grid = math.lcm(GRID, track_interval)
     hits_ = []
     for ids, out in zip(seqs, outs):
