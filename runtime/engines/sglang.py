@@ -312,7 +312,7 @@ class SGLangModel:
             out.append(f"{_pct(n, n)} of requests are cached only at the end of input + "
                        "output (no_buffer): a later prompt hits a state only if it extends "
                        "that whole sequence, never at a shared system prompt")
-        exact = _aligned_repeats(workload, s.grid)
+        exact = _aligned_repeats(workload, s.grid) if s.extra_buffer else 0
         if exact:
             out.append(f"{_pct(exact, n)} of prompts repeat an earlier prompt whose state "
                        "would sit at its very end: SGLang matches at most input_len − 1 "
