@@ -461,3 +461,14 @@ def test_hits_match_sglangs_own_cache(strategy, interval):
     replay.run()
     assert sum(theirs) > 0
     assert replay.hits == theirs
+
+
+def test_a_block_trace_replays_on_the_id_grid_at_or_above_the_grid():
+    """128-token ids: the 64-token state grid becomes 128 (positions inside an id cannot be
+    told apart). Request 0 (3 ids, 384 tokens) tracks its input end, 384 = 3·128; request 1
+    (4 ids, 512 tokens) matches at most 511 tokens, i.e. 3 whole ids: 384 hit tokens."""
+    from helpers import block_workload
+    wl = block_workload([(384, 0, (1, 2, 3)), (512, 0, (1, 2, 3, 4))], block=128)
+    policy = MODEL.policy({})
+    assert policy(TOY, UNBOUNDED, wl).describe()["state_grid_tokens"] == 128
+    assert replay_policy(policy, wl, TOY, UNBOUNDED).hit_tokens == 384

@@ -33,7 +33,7 @@ from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, EvictionIndex, Node, Refresh, \
     TraceClock
 from marconi.runtime.engines.base import Flag, Flags, check_choice, check_positive, \
-    resolve_flags
+    resolve_flags, trace_grid
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -336,11 +336,10 @@ class _SGLangPolicy(Policy):
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
-        s = self.settings
-        for what, tokens in (("state grid", s.grid), ("track grid", s.track_grid)):
-            if tokens % workload.block_size:
-                raise UserError("--page-size", f"the {tokens}-token {what} is not a multiple "
-                                f"of the trace's {workload.block_size}-token block")
+        s, block = self.settings, workload.block_size
+        # on a block-hash trace, the id grid at or above each of SGLang's (`trace_grid`)
+        self.grid, self.track_grid = trace_grid(s.grid, block), trace_grid(s.track_grid, block)
+        self.page = trace_grid(s.page, block) if s.page > 1 else None
         self.layout = None
         total = config.capacity.total_bytes
         if total is not None and cost.state_bytes():
@@ -361,7 +360,7 @@ class _SGLangPolicy(Policy):
 
     def hit_grid(self):
         # a plain radix cache matches whole pages (radix_cache.py: page-aligned keys)
-        return self.settings.page if self.settings.page > 1 else None
+        return self.page
 
     def make_index(self):
         return TwoListIndex(self.settings.eviction)
@@ -375,13 +374,13 @@ class _SGLangPolicy(Policy):
             return Admission(end, (end,)) if end > hit else Admission(hit)
         # extra_buffer: schedule_batch.py:_mamba_radix_cache_v2_req_prepare_for_extend
         track = hit
-        end = seq.floor_grid(seq.n_input, s.grid)
+        end = seq.floor_grid(seq.n_input, self.grid)
         if end > hit:
             track = end
-            branch = seq.floor_grid(m.depth, s.grid)       # mamba.py: branching_seqlen
+            branch = seq.floor_grid(m.depth, self.grid)    # mamba.py: branching_seqlen
             if hit < branch < end:
                 track = branch
-        decode = seq.floor_grid(_committed(seq), s.track_grid)
+        decode = seq.floor_grid(_committed(seq), self.track_grid)
         if seq.tokens(decode) > seq.input_tokens:
             track = decode                                 # the last decode track wins
         if track > hit:
@@ -392,8 +391,7 @@ class _SGLangPolicy(Policy):
         out = {"engine": f"sglang {VERSION}", "flags": dict(self.flags),
                "running_requests": self.engine.running_requests,
                "mamba_chunk_size": self.engine.mamba_chunk_size,
-               "state_grid_tokens": self.settings.grid,
-               "track_grid_tokens": self.settings.track_grid}
+               "state_grid_tokens": self.grid, "track_grid_tokens": self.track_grid}
         if self.layout is not None:
             out["layout"] = dataclasses.asdict(self.layout)
         return out
