@@ -103,3 +103,22 @@ def trace_grid(tokens: int, block: int) -> int:
     cannot be matched or checkpointed; the baselines replay such traces on the id grid too
     (`runtime.config.VllmParams.block_for`). Token traces (block 1) keep every grid."""
     return -(-tokens // block) * block
+
+
+STATE_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def ssm_dtype_cost(cost: CostModel, dtype: str, flag: str) -> CostModel:
+    """`cost` with its recurrent (SSM) state stored as `dtype` ("auto": unchanged); conv
+    states keep the model's dtype (vLLM `config/cache.py`: ``mamba_ssm_cache_dtype`` is the
+    SSM state only; TensorRT-LLM's V2 manager: ``conv_state_dtype = mamba_cache_dtype``).
+    `flag` names the engine's option in errors."""
+    if dtype == "auto":
+        return cost
+    if cost.state_dtype not in STATE_DTYPE_BYTES:
+        raise UserError(flag, f"{dtype}: the model's state dtype {cost.state_dtype!r} is not "
+                        f"one of {', '.join(STATE_DTYPE_BYTES)}, so the resize is unknown")
+    num, den = STATE_DTYPE_BYTES[dtype], STATE_DTYPE_BYTES[cost.state_dtype]
+    layers = tuple(dataclasses.replace(l, recurrent_state_bytes=l.recurrent_state_bytes * num
+                                       // den) for l in cost.layers)
+    return dataclasses.replace(cost, layers=layers, state_dtype=dtype)

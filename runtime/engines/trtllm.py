@@ -48,7 +48,7 @@ from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import Refresh
 from marconi.runtime.engines.base import Flag, Flags, check_choice, check_positive, \
-    resolve_flags, trace_grid
+    resolve_flags, ssm_dtype_cost, STATE_DTYPE_BYTES, trace_grid
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -56,7 +56,7 @@ VERSION = "1.2.1"
 ARGS = "tensorrt_llm/llmapi/llm_args.py"
 COMMON = "tensorrt_llm/_torch/pyexecutor/kv_cache/mamba_cache_manager/common.py"
 V2 = "tensorrt_llm/_torch/pyexecutor/kv_cache/mamba_cache_manager/mamba_cache_manager_v2.py"
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = STATE_DTYPE_BYTES
 
 REUSE = "enable_block_reuse"
 BLOCK = "tokens_per_block"
@@ -101,20 +101,6 @@ FLAGS = (
          f"{V2}:MambaHybridCacheManagerV2.__init__",
          "the SSM state's dtype: changes the bytes of every snapshot"),
 )
-
-
-def ssm_dtype_cost(cost: CostModel, dtype: str) -> CostModel:
-    """`cost` with its recurrent (SSM) state stored as `dtype`; the conv state keeps the
-    model's dtype (``conv_state_dtype = mamba_cache_dtype`` in the V2 manager)."""
-    if dtype == "auto":
-        return cost
-    if cost.state_dtype not in DTYPE_BYTES:
-        raise UserError(SSM_DTYPE, f"{dtype}: the model's state dtype {cost.state_dtype!r} "
-                        f"is not one of {', '.join(DTYPE_BYTES)}, so the resize is unknown")
-    num, den = DTYPE_BYTES[dtype], DTYPE_BYTES[cost.state_dtype]
-    layers = tuple(dataclasses.replace(l, recurrent_state_bytes=l.recurrent_state_bytes * num
-                                       // den) for l in cost.layers)
-    return dataclasses.replace(cost, layers=layers, state_dtype=dtype)
 
 
 def planned_points(prompt_tokens: int, flags: dict[str, Any]) -> set[int]:
@@ -164,7 +150,7 @@ class TrtllmPolicy(Policy):
         super().__init__(cost, config, workload)
         # on a block-hash trace, the id grid at or above tokens_per_block (`trace_grid`)
         self.block = trace_grid(self.flags[BLOCK], workload.block_size)
-        self.state_cost = ssm_dtype_cost(cost, self.flags[SSM_DTYPE])
+        self.state_cost = ssm_dtype_cost(cost, self.flags[SSM_DTYPE], SSM_DTYPE)
 
     def capacity(self) -> Capacity:
         """One pool of ``max_gpu_total_bytes`` (config.capacity.total), or with

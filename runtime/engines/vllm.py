@@ -41,7 +41,7 @@ from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import Refresh
 from marconi.runtime.engines.base import Flag, Flags, check_choice, check_positive, \
-    resolve_flags, trace_grid
+    resolve_flags, ssm_dtype_cost, STATE_DTYPE_BYTES, trace_grid
 from marconi.runtime.seq import Seq
 from marconi.runtime.workload import Workload
 
@@ -51,7 +51,7 @@ VERSION = "0.33.0"
 # FlashAttentionBackend.get_supported_kernel_block_sizes`, MultipleOf(16)); also
 # `config/cache.py:CacheConfig.DEFAULT_BLOCK_SIZE`.
 KERNEL_BLOCK = 16
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}   # `config/cache.py:MambaDType`
+DTYPE_BYTES = STATE_DTYPE_BYTES   # `config/cache.py:MambaDType`
 
 PREFIX = "--enable-prefix-caching"
 MODE = "--mamba-cache-mode"
@@ -102,20 +102,6 @@ class Layout:
     cost: CostModel
 
 
-def ssm_dtype_cost(cost: CostModel, dtype: str) -> CostModel:
-    """`cost` with its recurrent (SSM) state stored as `dtype`; conv states keep theirs
-    (`config/cache.py`: ``mamba_ssm_cache_dtype`` is the SSM state only)."""
-    if dtype == "auto":
-        return cost
-    if cost.state_dtype not in DTYPE_BYTES:
-        raise UserError(SSM_DTYPE, f"{dtype}: the model's state dtype {cost.state_dtype!r} "
-                        f"is not one of {', '.join(DTYPE_BYTES)}, so the resize is unknown")
-    num, den = DTYPE_BYTES[dtype], DTYPE_BYTES[cost.state_dtype]
-    layers = tuple(dataclasses.replace(l, recurrent_state_bytes=l.recurrent_state_bytes * num
-                                       // den) for l in cost.layers)
-    return dataclasses.replace(cost, layers=layers, state_dtype=dtype)
-
-
 def aligned_block(block: int, kv_page_1: int, mamba_page: int) -> int:
     """The attention block `update_block_size_for_backend` settles on: the least multiple
     of ``max(16, block)`` whose page (× `kv_page_1` bytes per token) holds `mamba_page`,
@@ -140,7 +126,7 @@ def aligned_block_ref(block: int, kv_page_1: int, mamba_page: int) -> int:
 
 def layout(cost: CostModel, flags: dict[str, Any]) -> Layout:
     """The block and the padded pages of `cost`'s model under resolved `flags`."""
-    cost = ssm_dtype_cost(cost, flags[SSM_DTYPE])
+    cost = ssm_dtype_cost(cost, flags[SSM_DTYPE], SSM_DTYPE)
     attn = [l.kv_bytes_per_token for l in cost.layers if l.kv_bytes_per_token]
     rec = [l.state_bytes for l in cost.layers if l.state_bytes]
     kv_1 = max(attn, default=0)
