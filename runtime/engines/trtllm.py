@@ -36,7 +36,6 @@ be checked against the 1.2.1 wheel). Paths below are inside that repository:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, ClassVar
 
