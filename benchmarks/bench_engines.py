@@ -29,6 +29,7 @@ from marconi.runtime.sim.simulator import run_policy
 from marconi.spec import load_model
 
 from benchmarks.suites import BASE_MODEL, paper
+from benchmarks.sweep import FOOTPRINT_POLICY
 from benchmarks.workloads import DEFAULT_TRACES_DIR, REPO
 
 FRACTIONS = (2.0 ** -6, 2.0 ** -3, 1.0)
@@ -36,8 +37,9 @@ LABELS = {2.0 ** -6: "1/64", 2.0 ** -3: "1/8", 1.0: "1"}
 
 
 def footprint(workload, cost) -> int:
-    """The reference footprint: peak bytes of an unbounded `sglang` cache."""
-    return run_policy("sglang", workload, cost,
+    """The reference footprint, as the suite measures it: peak bytes of an unbounded
+    FOOTPRINT_POLICY cache."""
+    return run_policy(FOOTPRINT_POLICY, workload, cost,
                       CacheConfig(capacity=Capacity.unbounded())).peak_bytes
 
 
