@@ -19,6 +19,11 @@ class UserError(Exception):
         self.message = message
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self):
+        # pickled as (where, message), so that an error raised in a worker process (a
+        # `--jobs` replay, a Ray task) reaches the CLI as itself, exit code 2
+        return type(self), (self.where, self.message)
+
 
 class SpecError(UserError):
     """A model spec (model.yaml or config.json) that cannot be used."""

@@ -73,6 +73,34 @@ def test_nothing_shows_before_the_delay_then_one_bar_per_stage():
     assert out.getvalue().endswith("\r")                 # erased: the report starts clean
 
 
+@pytest.mark.parametrize("size", [(0, 0), (100, 30)], ids=["unsized", "sized"])
+def test_a_bar_shows_on_a_real_pty_whether_or_not_it_reports_a_size(size):
+    # a pty nobody sized (under `script`, `docker run -t`) reports 0 x 0, on which tqdm's
+    # own sizing drew nothing at all; the bar falls back to 80 x 24 there
+    pty, fcntl, termios, struct = (pytest.importorskip(m) for m in
+                                   ("pty", "fcntl", "termios", "struct"))
+    import os
+    import select
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        with open(slave, "w", closefd=False) as term:
+            with TerminalProgress(term, show_after_s=0.0, tick_s=None) as progress:
+                progress("sglang", 7, 40)
+                term.flush()
+                drawn = b""
+                while select.select([master], [], [], 1.0)[0]:   # nothing drawn: 1 s, fail
+                    drawn += os.read(master, 65536)
+                    if b"7/40" in drawn:
+                        break
+    finally:
+        os.close(master)
+        os.close(slave)
+    frames = [f for f in drawn.decode().replace("\n", "\r").split("\r") if f.strip()]
+    assert frames and "sglang" in frames[-1] and "7/40" in frames[-1]
+    assert max(len(f) for f in frames) <= (size[0] or 80)
+
+
 def test_the_ticker_redraws_a_step_that_reports_nothing():
     out = FakeTerminal()
     with TerminalProgress(out, show_after_s=0.0, tick_s=0.01) as progress:

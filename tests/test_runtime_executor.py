@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from marconi.errors import MissingExtraError, TraceError, UserError
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig, MarconiParams
@@ -44,6 +45,22 @@ def test_a_failing_item_raises_in_the_caller():
         return x
     with pytest.raises(ValueError, match="item 2"):
         ProcessExecutor(2).map(fail_on_two, range(4))
+
+
+@pytest.mark.parametrize("error", [UserError("capacity", "lots; expected a byte count"),
+                                   TraceError("t.jsonl:3", "not JSON"),
+                                   MissingExtraError("--plot", "needs matplotlib")],
+                         ids=lambda e: type(e).__name__)
+def test_a_user_error_in_a_worker_reaches_the_caller_as_itself(error):
+    # BrokenProcessPool before UserError pickled as (where, message): its __init__ takes two
+    def fail_on_two(x):
+        if x == 2:
+            raise error
+        return x
+    with pytest.raises(type(error)) as caught:
+        ProcessExecutor(2).map(fail_on_two, range(4))
+    assert (caught.value.where, caught.value.message, str(caught.value)) == \
+        (error.where, error.message, str(error))
 
 
 def test_jobs_become_executors_at_the_edge():

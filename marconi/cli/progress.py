@@ -12,6 +12,7 @@ elapsed time keeps moving.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 SHOW_AFTER_S = 3.0            # runs shorter than this never show a bar
 TICK_S = 0.5
+FALLBACK_SIZE = (80, 24)       # columns, lines of a terminal that reports no size
 
 
 class TerminalProgress:
@@ -74,7 +76,7 @@ class TerminalProgress:
             # total 0: a step without a count (planning, a solve) shows its elapsed time
             counted = {} if total else {"bar_format": "{desc}: {elapsed}"}
             self._bar = tqdm(total=total or None, desc=stage, file=self._file, leave=False,
-                             dynamic_ncols=True, mininterval=0, **counted)
+                             mininterval=0, **_width(self._file), **counted)
             self._bar_stage = (stage, bool(total))
         if total:
             self._bar.total = total
@@ -86,6 +88,19 @@ class TerminalProgress:
             self._bar.close()
             self._bar = None
             self._bar_stage = None
+
+
+def _width(file: TextIO) -> dict:
+    """tqdm's size arguments for `file`: follow the terminal where it reports its size; a
+    fixed `FALLBACK_SIZE` where it reports 0 × 0 (a pty nobody sized, as under `script` or
+    `docker run -t` without a console), on which tqdm's own sizing draws nothing."""
+    try:
+        size = os.get_terminal_size(file.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns and size.lines:
+        return {"dynamic_ncols": True}
+    return {"ncols": size.columns or FALLBACK_SIZE[0], "nrows": size.lines or FALLBACK_SIZE[1]}
 
 
 def progress_for(args: argparse.Namespace) -> TerminalProgress | None:
