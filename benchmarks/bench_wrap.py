@@ -57,7 +57,7 @@ def predicted(requests, cost, policy: str, capacity: int):
     """The simulator's FLOP savings and hits for the same requests, policy and capacity."""
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.config import CacheConfig
-    from marconi.planner.plan import planned_policies
+    from marconi.planner.plan import planned_policy
     from marconi.runtime.cache.policies import get_policy
     from marconi.runtime.sim.replay import Replay
     from marconi.runtime.sim.simulator import summarize
@@ -67,7 +67,9 @@ def predicted(requests, cost, policy: str, capacity: int):
         Request(index=i, arrival_ms=float(i), input_ids=tuple(ids), input_tokens=len(ids),
                 output_tokens=0, output_ids=()) for i, ids in enumerate(requests)))
     config = CacheConfig(capacity=Capacity.shared(capacity))
-    cls = planned_policies().get(policy) or get_policy(policy)     # as `marconi.wrap` binds
+    # as `marconi.wrap` binds it: the rules alone, planning online (its tensor cache keeps
+    # no ghosts)
+    cls = planned_policy(hedged=False) if policy == "planned" else get_policy(policy)
     replay = Replay(workload, cost, cls(cost, config, workload))
     replay.run()
     return summarize(policy, replay, cost, config, {}), replay.hits

@@ -37,8 +37,7 @@ from marconi.errors import UserError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.engine_gaps import GapReport, engine_support, measure_gaps
 from marconi.planner.offline import BoundReport
-from marconi.planner.plan import PlanResult, derive_plan
-from marconi.runtime.cache.policies.planned import Planned
+from marconi.planner.plan import PlanResult, derive_plan, planned_policy
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.engines.base import EngineModel, Flags
 from marconi.runtime.sim.executor import Executor, LocalExecutor
@@ -332,7 +331,7 @@ def compare_engines(models: Sequence[EngineModel], workload: Workload, cost: Cos
     if progress is not None:
         progress("planned", 0, 0)
     planned = dataclasses.replace(
-        replay_policy(Planned.with_plan(plan.plan), workload, cost,
+        replay_policy(planned_policy(plan.plan), workload, cost,
                       dataclasses.replace(config, chunk_tokens=plan.plan.chunk_tokens)),
         policy="planned")
     entries = []

@@ -27,8 +27,7 @@ from typing import Callable, Sequence
 from marconi.passes.cost_model import CostModel
 from marconi.planner.engine_search import EngineComparison, compare_engines
 from marconi.planner.offline import BoundReport, offline_bound
-from marconi.planner.plan import PlanResult, derive_plan
-from marconi.runtime.cache.policies.planned import Planned
+from marconi.planner.plan import PlanResult, derive_plan, planned_policy
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
 from marconi.runtime.sim.executor import Executor
@@ -85,7 +84,7 @@ def evaluate(plan: PlanResult, workload: Workload, cost: CostModel, capacity: Ca
     per_policy = None if progress is None else \
         (lambda policy, done, total: progress(f"{name}: {policy}", done, total))
     report = simulate(workload, cost, config, [*baselines, "planned"], executor=executor,
-                      progress=per_policy, bound={"planned": Planned.with_plan(plan.plan)})
+                      progress=per_policy, bound={"planned": planned_policy(plan.plan)})
     if bound is None:
         _report(progress, f"{name}: offline bound")
         bound = offline_bound(workload, cost, capacity, warmup=warmup)

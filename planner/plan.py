@@ -35,6 +35,7 @@ from marconi.planner.next_use import fit_on
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.runtime.plan.rules import Plan
 from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
+from marconi.runtime.cache.policies.hedged import Hedged
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
@@ -111,7 +112,17 @@ def replan_online(workload: Workload, cost: CostModel, capacity: Capacity,
     return result.plan
 
 
+def planned_policy(plan: Plan | None = None, hedged: bool = True) -> type:
+    """`planned` as marconi-plan runs and reports it: `plan`'s rules, or without one rules
+    planned online by `replan_online`, hedged by ghosts of the baselines
+    (`runtime.cache.policies.hedged`: the rules lead, and the lead passes to a baseline
+    only where its ghost saved more over the last window), so that it never falls far
+    below the best of them. ``hedged=False``: the rules alone (what tuning replays)."""
+    rules = Planned.with_planner(replan_online) if plan is None else Planned.with_plan(plan)
+    return Hedged.around(rules) if hedged else rules
+
+
 def planned_policies() -> dict[str, type]:
     """The policies to bind in a simulation (`simulate`'s and `run_policy`'s `bound`) so
-    that `planned` without a saved plan plans online with this planner."""
-    return {"planned": Planned.with_planner(replan_online)}
+    that `planned` without a saved plan plans online with this planner (hedged)."""
+    return {"planned": planned_policy()}

@@ -54,13 +54,15 @@ def test_window_leader_matches_its_definition(seed):
     rng = random.Random(seed)
     n, k = 120, rng.randint(2, 4)
     window, margin = rng.choice([1, 5, 17, 200]), rng.choice([0.0, 0.05, 0.3])
+    evidence = rng.choice([0, 0, 7, 60])
     prefill = [float(rng.randint(1, 50)) for _ in range(n)]
     # integers: the running sums are exact, so both sides compare the same numbers
     saved = [[float(rng.randint(0, int(p))) for _ in range(k)] for p in prefill]
-    rule = WindowLeader(k, window, margin)
+    rule = WindowLeader(k, window, margin, evidence=evidence)
     fast = [rule.observe(s, p) for s, p in zip(saved, prefill)]
-    assert fast == window_leaders_reference(saved, prefill, window, margin)
+    assert fast == window_leaders_reference(saved, prefill, window, margin, evidence=evidence)
     assert rule.switches == sum(a != b for a, b in zip([0] + fast, fast))
+    assert set(fast[:max(0, evidence - 1)]) <= {0}
 
 
 @pytest.mark.parametrize("name", EXPERTS)
@@ -195,3 +197,114 @@ def test_a_block_trace_starts_behind_vllm_align():
     assert policy.names[policy.leader] == "vllm-align" == policy.names[policy.rule.leader]
     w = chat()
     assert Hedged(COST, config(w, 0.5), w).leader == 0
+
+
+# ------------------------------------------------------ `planned` as marconi-plan runs it
+
+def _plan(workload, cfg, **rules):
+    import dataclasses
+
+    from marconi.runtime.plan.rules import default_plan
+    return dataclasses.replace(default_plan(COST.model, COST.fingerprint(),
+                                            workload.block_size, None,
+                                            cfg.capacity.total_bytes), **rules)
+
+
+@pytest.mark.parametrize("fraction", [0.03, 0.2])
+def test_a_plan_hedged_by_nothing_is_the_plan(fraction):
+    """`Hedged.around` with no baselines: the plan's own replay, hit for hit (its rules and
+    sightings mirrored from its ghost, PATH recency emulated)."""
+    from marconi.runtime.cache.policies.planned import Planned
+    w = chat()
+    cfg = config(w, fraction)
+    rules = Planned.with_plan(_plan(w, cfg))
+    alone, _ = replay(rules, w, cfg)
+    hedged, policy = replay(Hedged.around(rules, baselines=()), w, cfg)
+    assert hedged.hits == alone.hits
+    assert alone.cache.evictions > 0
+    assert policy.describe()["rules"] == rules.plan.rules_dict()
+
+
+def test_a_hedged_plan_leads_first_and_keeps_its_memory_layout():
+    import dataclasses
+
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.plan.rules import MemoryRules
+    w = chat()
+    cfg = config(w, 0.1)
+    plan = _plan(w, cfg, memory=MemoryRules(pools="split", state_fraction=0.25))
+    cls = Hedged.around(Planned.with_plan(plan))
+    assert cls.name == "planned" and cls.prior == 0
+    policy = cls(COST, cfg, w)
+    assert policy.leader == 0 and policy.names[0] == "planned"
+    assert policy.capacity() == Capacity.split(cfg.capacity.total_bytes, 0.25)
+    assert dataclasses.asdict(policy.capacity()) != dataclasses.asdict(cfg.capacity)
+
+
+def test_a_hedged_plan_hands_the_lead_to_a_better_baseline():
+    """Rules that admit nothing (no input or output ends, no branches): every baseline's
+    ghost saves more, the lead passes, and the real cache saves what the baseline would."""
+    from marconi.runtime.cache.policies.planned import Planned
+    w = chat()
+    cfg = config(w, 0.2)
+    from marconi.runtime.plan.rules import AdmissionRules
+    useless = _plan(w, cfg, admission=AdmissionRules(input_end=False, output_end=False,
+                                                     branch_sighting=0))
+    cls = Hedged.with_params(window=16).around(Planned.with_plan(useless))
+    assert cls(COST, cfg, w).rule.evidence == 16       # a full window before any switch
+    result = run_policy("planned", w, COST, cfg, bound={"planned": cls})
+    hedge = result.params["hedge"]
+    assert hedge["expert_flop_savings"]["planned"] == 0.0
+    assert hedge["switches"] >= 1 and hedge["leader_share"]["planned"] < 0.5
+    best = max(v for k, v in hedge["expert_flop_savings"].items() if k != "planned")
+    assert result.flop_savings > 0.5 * best
+
+
+def test_an_online_plan_hedged_by_nothing_is_the_online_plan():
+    """Re-planned online (in its ghost only: planned once per due point, not twice) on a
+    workload where only some requests have output ids: hit for hit the plan alone."""
+    import dataclasses
+
+    from marconi.planner.plan import replan_online
+    from marconi.runtime.cache.policies.planned import Planned
+    base = chat(seed=4)
+    w = dataclasses.replace(base, requests=tuple(
+        dataclasses.replace(r, output_ids=None) if r.index % 3 == 0 else r
+        for r in base.requests))
+    cfg = config(w, 0.05)
+    calls = []
+
+    def replan(window, cost, capacity, chunk_tokens):
+        calls.append(len(window.requests))
+        return replan_online(window, cost, capacity, chunk_tokens)
+
+    class Online(Planned.with_planner(replan)):
+        min_online_window, replan_every, replan_window = 10, 15, 20
+
+    alone, solo = replay(Online, w, cfg)
+    planned_alone = list(calls)
+    calls.clear()
+    hedged, policy = replay(Hedged.around(Online, baselines=()), w, cfg)
+    assert len(planned_alone) >= 2 and calls == planned_alone      # the ghost plans, once
+    assert hedged.hits == alone.hits
+    assert policy.describe()["replanned_at_requests"] == solo.replanned
+
+
+def test_the_baselines_ghosts_run_in_a_split_plans_layout():
+    """A plan with split pools: every ghost runs in the real cache's layout, so the lead
+    passes on what a baseline would save in this cache, and the real cache gets it."""
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.plan.rules import AdmissionRules, MemoryRules
+    w = chat()
+    cfg = config(w, 0.2)
+    useless = _plan(w, cfg, memory=MemoryRules(pools="split", state_fraction=0.5),
+                    admission=AdmissionRules(input_end=False, output_end=False,
+                                             branch_sighting=0))
+    cls = Hedged.with_params(window=16).around(Planned.with_plan(useless))
+    policy = cls(COST, cfg, w)
+    split = Capacity.split(cfg.capacity.total_bytes, 0.5)
+    assert [p.capacity() for p in policy.ghost_policies] == [split] * 4
+    result = run_policy("planned", w, COST, cfg, bound={"planned": cls})
+    hedge = result.params["hedge"]
+    best = max(v for k, v in hedge["expert_flop_savings"].items() if k != "planned")
+    assert hedge["switches"] >= 1 and result.flop_savings > 0.8 * best

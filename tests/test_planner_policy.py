@@ -13,7 +13,7 @@ from helpers import causal_toy_cost
 from marconi.planner.plan import replan_online
 from marconi.planner.tune import EVICT_FIRST
 from marconi.runtime.capacity import Capacity
-from marconi.runtime.config import CacheConfig, MarconiParams
+from marconi.runtime.config import CacheConfig
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.cache.tree import DROP_STATE
@@ -132,8 +132,10 @@ def test_passed_states_are_evicted_first():
     assert replay.policy.node_class(node) == "passed"
 
 
-def test_plans_online_once_from_past_requests():
-    """Without a plan it plans once, at Marconi's tuning point, from what it has seen."""
+def test_plans_online_early_then_on_a_sliding_window():
+    """Without a plan it plans as soon as the cache has evicted and `min_online_window`
+    requests were served, then every `replan_every` requests from the last
+    `replan_window`, only ever from requests already served."""
     rng = random.Random(0)
     inputs = []
     for i in range(60):
@@ -141,15 +143,28 @@ def test_plans_online_once_from_past_requests():
         inputs.append(base + tuple(rng.randrange(1000) for _ in range(rng.randint(2, 6))))
     wl = _wl(*inputs)
 
-    class Online(Planned.with_planner(replan_online)):
-        min_online_window = 10
+    windows = []
 
-    config = CacheConfig(capacity=Capacity.shared(3000),
-                         marconi=MarconiParams(bootstrap_multiplier=2))
+    def replan(window, cost, capacity, chunk_tokens):
+        windows.append(window.requests)
+        return replan_online(window, cost, capacity, chunk_tokens)
+
+    class Online(Planned.with_planner(replan)):
+        min_online_window = 10
+        replan_every = 15
+        replan_window = 20
+
+    config = CacheConfig(capacity=Capacity.shared(3000))
     cost = causal_toy_cost(kv=100, state=300)
     replay = Replay(wl, cost, Online(cost, config, wl))
     replay.run()
     f = replay.first_eviction
-    assert f is not None
-    assert replay.policy.planned_online == max(10, 2 * (f + 1))
-    assert replay.policy.describe()["planned_online_at_request"] == replay.policy.planned_online
+    assert f is not None and f + 1 < 60 - 15
+    first = max(10, f + 1)
+    at = list(range(first, 61, 15))
+    assert replay.policy.planned_online == first and replay.policy.replanned == at
+    assert [len(w) for w in windows] == [min(n, 20) for n in at]
+    assert all(w == wl.requests[n - len(w):n] for w, n in zip(windows, at))   # the past only
+    described = replay.policy.describe()
+    assert described["planned_online_at_request"] == first
+    assert described["replanned_at_requests"] == at

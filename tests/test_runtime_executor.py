@@ -102,8 +102,10 @@ def test_planned_plans_online_only_with_a_replanner():
 
     bound, w, _, config = _planned_run(Planned.with_planner(replan))
     n = bound.planned_online
-    # once, at max(200, bootstrap_multiplier × requests before the first eviction)
-    assert n == 5 * 47 and calls == [(n, config.capacity, None)]
+    # first at max(200, requests up to the first eviction), then every 1000 requests
+    assert n == 200 and calls[0] == (n, config.capacity, None)
+    assert bound.replanned == list(range(200, len(w.requests) + 1, 1000))
+    assert [c[0] for c in calls] == [min(k, 2000) for k in bound.replanned]
     assert bound.describe()["planned_online_at_request"] == n
     alone, *_ = _planned_run(Planned)
     assert alone.planned_online is None and alone.describe()["planned_online_at_request"] is None

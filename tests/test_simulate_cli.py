@@ -110,14 +110,22 @@ def test_saved_plan_is_replayed_as_planned(hand_built_model, capsys, tmp_path):
     from marconi.runtime.config import CacheConfig
     from marconi.runtime.capacity import Capacity
     from marconi.runtime.sim.generators import default_workload
+    from marconi.planner.plan import planned_policy
     from marconi.runtime.cache.policies.planned import Planned
     from marconi.runtime.plan.plan_file import load_plan
     from marconi.runtime.sim.simulator import run_policy
     cost = paper_7b_cost()
-    direct = run_policy("planned", default_workload(0), cost,
-                        CacheConfig(Capacity.shared(20 * 10**9)),
-                        bound={"planned": Planned.with_plan(load_plan(path, cost))})
+    config = CacheConfig(Capacity.shared(20 * 10**9))
+    direct = run_policy("planned", default_workload(0), cost, config,
+                        bound={"planned": planned_policy(load_plan(path, cost))})
     assert doc["results"][1]["flop_savings"] == pytest.approx(direct.flop_savings, rel=1e-12)
+    # hedged: the saved rules lead, in a ghost of their own, as they replay alone
+    alone = run_policy("planned", default_workload(0), cost, config,
+                       bound={"planned": Planned.with_plan(load_plan(path, cost))})
+    hedge = doc["results"][1]["params"]["hedge"]
+    assert hedge["experts"] == ["planned", "sglang", "vllm-align", "marconi"]
+    assert hedge["expert_flop_savings"]["planned"] == pytest.approx(alone.flop_savings,
+                                                                    abs=1e-6)
 
 
 def test_plan_for_another_model_is_refused(hand_built_model, capsys, tmp_path):

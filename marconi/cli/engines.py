@@ -111,7 +111,7 @@ def document(report, cost, workload, config) -> dict:
 
 
 def render(report, cost, workload, config) -> str:
-    from marconi.cli.render import flag_changes, table, trace_notes, ttft_note
+    from marconi.cli.render import flag_changes, hedge_note, table, trace_notes, ttft_note
     from marconi.units import format_bytes
     w = workload.describe()
     lines = [f"{cost.model} on {workload.name}: {w['requests']:,} requests"
@@ -135,6 +135,8 @@ def render(report, cost, workload, config) -> str:
                  report.bound.upper.flop_savings, float("nan"), float("nan"), ""])
     lines.append(table(["engine", "flags", "token hit rate", "FLOP savings", "TTFT P50 ms",
                         "TTFT P95 ms", "best flags changed"], rows))
+    if (hedged := hedge_note(p.params)):
+        lines.append(f"planned: hedged by ghosts (docs/planner.md §11): {hedged}")
     lines += [n for n in [warmup_note({"fraction": config.warmup,
                                        "requests": config.warmup_requests(w["requests"])},
                                       w["requests"])] if n]
@@ -155,7 +157,8 @@ def render(report, cost, workload, config) -> str:
                      f"(checkpoint grid {g.grid_tokens or 'exact'} tokens): "
                      + ("nothing the plan uses" if not gaps else
                         f"{g.total_cost:+.4f} FLOP savings all together "
-                        f"({g.planned_flop_savings:.4f} → {g.expressible_flop_savings:.4f})"))
+                        f"(the rules alone {g.planned_flop_savings:.4f} → "
+                        f"{g.expressible_flop_savings:.4f})"))
         if gaps:
             lines.append(table(["  rule", "why not", "FLOP savings cost"],
                                [[f"  {x.rule}", x.how, x.cost] for x in gaps]))

@@ -173,15 +173,18 @@ def _document(job, cost, workload, output, readers) -> dict:
 
 
 def _policy_table(ev, title: str) -> str:
-    from marconi.cli.render import table
+    from marconi.cli.render import hedge_note, table
     rows = [[r.policy, r.token_hit_rate, r.flop_savings, r.ttft_p50_ms, r.ttft_p95_ms,
              "unbounded" if r.policy == "infinite" else ev.share_of_bound(r)]
             for r in ev.results]
     rows.append([f"upper bound ({ev.bound.method})", float("nan"),
                  ev.bound.upper.flop_savings, float("nan"), float("nan"),
                  1.0 if ev.bound.upper.flop_savings > 0 else float("nan")])
-    return table(["policy", "token hit rate", "FLOP savings", "TTFT P50 ms", "TTFT P95 ms",
-                  "share of bound"], rows, title=title)
+    out = table(["policy", "token hit rate", "FLOP savings", "TTFT P50 ms", "TTFT P95 ms",
+                 "share of bound"], rows, title=title)
+    notes = [f"{r.policy}: hedged by ghosts (docs/planner.md §11): {note}"
+             for r in ev.results if (note := hedge_note(r.params))]
+    return "\n".join([out, *notes])
 
 
 def _text(job, cost, workload, output, readers) -> str:

@@ -61,6 +61,22 @@ def _flag_value(v: Any) -> str:
     return "unset" if v is None else str(v)
 
 
+def hedge_note(params: dict) -> str:
+    """What a hedged result (`planned`, `planned-hedged`) did: its own rules' FLOP savings
+    alone, who led and how often, and the switches; "" for any other result."""
+    hedge = params.get("hedge", params if "leader_share" in params else None)
+    if not hedge:
+        return ""
+    alone = hedge.get("expert_flop_savings", {})
+    led = ", ".join(f"{k} {100 * v:.0f} %" for k, v in
+                    sorted(hedge["leader_share"].items(), key=lambda kv: -kv[1]))
+    first = hedge["experts"][0]
+    rules = f"rules alone {alone[first]:.4f}; " if "hedge" in params and first in alone \
+        else ""
+    n = hedge["switches"]
+    return f"{rules}led by {led}; {n} switch{'es' if n != 1 else ''}"
+
+
 def ttft_profile(device: str) -> dict:
     """The latency profile TTFT figures are for, as the JSON report names it."""
     from marconi.runtime.sim.latency import get_device

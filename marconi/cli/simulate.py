@@ -16,7 +16,7 @@ from marconi.cli.common import (add_capacity_argument, add_format_argument, add_
                                 capacity_from, dtypes_from, executor_from, load_source,
                                 positive_int, trace_options, warmup_note)
 from marconi.cli.progress import progress_for
-from marconi.cli.render import emit_json, table, trace_notes, ttft_note, ttft_profile
+from marconi.cli.render import emit_json, hedge_note, table, trace_notes, ttft_note, ttft_profile
 from marconi.units import format_bytes
 
 HELP = "replay a trace through cache policies and report hit rates, FLOP savings and TTFT"
@@ -91,9 +91,9 @@ def run(args) -> int:
     cost = build_cost_model(load_source(args), dtype=dtype, state_dtype=state_dtype)
     bound = planned_policies()                        # `planned` plans online
     if args.plan is not None:
+        from marconi.planner.plan import planned_policy
         from marconi.runtime.plan.plan_file import load_plan
-        from marconi.runtime.cache.policies.planned import Planned
-        bound = {"planned": Planned.with_plan(load_plan(args.plan, cost))}
+        bound = {"planned": planned_policy(load_plan(args.plan, cost))}
         if "planned" not in policies:
             policies.append("planned")
     progress = progress_for(args)
@@ -156,6 +156,9 @@ def _notes(r) -> str:
             notes.append(f"tuned at request {r.params['tuned_at_request']:,}")
         elif "tuned_at_request" in r.params:
             notes.append("not tuned (trace too short)")
+    hedged = hedge_note(r.params)
+    if hedged:
+        notes.append(hedged)
     if r.rejected_inserts:
         notes.append(f"{r.rejected_inserts} inserts did not fit")
     if r.policy == "infinite":

@@ -128,11 +128,16 @@ class WindowLeader:
 
     After each request, every expert's saved FLOPs enter its window sum (the last `window`
     requests); the leader changes to the best expert (ties: the earlier one) only if its sum
-    exceeds the leader's by more than ``margin × the window's prefill FLOPs``.
+    exceeds the leader's by more than ``margin × the window's prefill FLOPs``, and only
+    once `evidence` requests have been observed (before that every cache is cold and a
+    handful of requests decide the sums; a switch costs the real cache for long after).
     """
 
-    def __init__(self, n_experts: int, window: int, margin: float, start: int = 0):
+    def __init__(self, n_experts: int, window: int, margin: float, start: int = 0,
+                 evidence: int = 0):
         self.window, self.margin = int(window), float(margin)
+        self.evidence = int(evidence)
+        self.seen = 0
         self.sums = [0.0] * n_experts
         self.total = 0.0
         self.rows: deque[tuple[tuple[float, ...], float]] = deque()
@@ -153,6 +158,9 @@ class WindowLeader:
             for k, s in enumerate(old):
                 sums[k] -= s
             self.total -= p
+        self.seen += 1
+        if self.seen < self.evidence:
+            return self.leader
         best = max(range(len(sums)), key=lambda k: (sums[k], -k))
         if sums[best] > sums[self.leader] + self.margin * self.total and best != self.leader:
             self.leader = best
@@ -161,7 +169,8 @@ class WindowLeader:
 
 
 def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence[float],
-                             window: int, margin: float, start: int = 0) -> list[int]:
+                             window: int, margin: float, start: int = 0,
+                             evidence: int = 0) -> list[int]:
     """`WindowLeader`'s leaders after each request, by definition: the window sums are
     recomputed from the whole history every time."""
     leader, out = start, []
@@ -170,7 +179,7 @@ def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence
         sums = [sum(saved[u][k] for u in range(lo, t + 1)) for k in range(len(saved[t]))]
         total = sum(prefill[lo:t + 1])
         best = max(range(len(sums)), key=lambda k: (sums[k], -k))
-        if best != leader and sums[best] > sums[leader] + margin * total:
+        if t + 1 >= evidence and best != leader and sums[best] > sums[leader] + margin * total:
             leader = best
         out.append(leader)
     return out

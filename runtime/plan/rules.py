@@ -172,8 +172,12 @@ class Plan:
 
 
 def default_plan(model: str, cost_fingerprint: str, block_tokens: int,
-                 chunk_tokens: int | None, capacity_bytes: int) -> Plan:
+                 chunk_tokens: int | None, capacity_bytes: int,
+                 output_end: bool = False) -> Plan:
     """The rules `planned` starts from before it has planned: input ends and branch
-    points on their second sighting, plain LRU (close to vLLM's align mode)."""
+    points on their second sighting, plain LRU (close to vLLM's align mode); with
+    `output_end` (outputs with ids, as in token traces) a state after the last decoded
+    token as well."""
     return Plan(model=model, cost_fingerprint=cost_fingerprint, block_tokens=block_tokens,
-                chunk_tokens=chunk_tokens, capacity_bytes=capacity_bytes)
+                chunk_tokens=chunk_tokens, capacity_bytes=capacity_bytes,
+                admission=AdmissionRules(output_end=output_end))

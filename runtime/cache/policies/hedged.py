@@ -30,6 +30,7 @@ per-block `vllm-all` keeps a `DenseCache` and cannot be followed). On a state-fr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import ClassVar
@@ -38,6 +39,7 @@ from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader
 from marconi.runtime.cache.policies import get_policy, register
 from marconi.runtime.cache.policies.base import Policy
 from marconi.runtime.cache.policies.marconi import Marconi
+from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.cache.prefix_cache import PrefixCache
 from marconi.runtime.cache.tree import REMOVE, Refresh
 from marconi.runtime.seq import make_seq
@@ -72,6 +74,11 @@ class Hedged(Policy):
     experts: ClassVar[tuple] = ("sglang", "vllm-align", "marconi")
     window: ClassVar[int] = 256
     margin: ClassVar[float] = 0.005         # of the window's prefill FLOPs (0.5 points)
+    # the expert that leads first and whose memory layout the real cache takes (`around`);
+    # None: `_first_leader` chooses, and the real cache has the configured capacity
+    prior: ClassVar[int | None] = None
+    # requests served before the first switch; None: one full window
+    evidence: ClassVar[int | None] = 0
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
@@ -84,26 +91,55 @@ class Hedged(Policy):
             classes.append(cls)
         self.names = [cls.name or cls.__name__ for cls in classes]
         self.real = [cls(cost, config, workload) for cls in classes]   # admit / index
+        if self.prior is not None:
+            # every ghost runs in the real cache's memory layout (a plan's split pools), so
+            # that a baseline's ghost scores what it would do in this cache
+            layout = self.real[self.prior].capacity()
+            config = dataclasses.replace(config, capacity=layout)
         self.ghost_policies = [cls(cost, config, workload) for cls in classes]
         for p in self.real:
             if isinstance(p, Marconi):
-                p.tune = False                  # its α follows the ghost's (`_sync_alpha`)
+                p.tune = False                  # its α follows the ghost's (`_sync_tuned`)
         self.ghosts: list[Ghost] | None = None
         self._fresh = itertools.count(-1, -1)   # the ghosts' output ids (never matched)
-        self.leader = self._first_leader(workload)
-        self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader)
+        self.saved = [0.0] * len(classes)       # FLOPs each ghost saved after the warm-up
+        self.prefill = 0.0                      # prefill FLOPs of those requests
+        self.leader = self._first_leader(workload) if self.prior is None else self.prior
+        evidence = self.window if self.evidence is None else self.evidence
+        self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader,
+                                 evidence=evidence)
         self.index: SwitchIndex | None = None
         self.cache = None
         self.ghost_seconds = 0.0
-        self.ghost_times: list[float] = []      # seconds the ghosts took, per request
+        self.ghost_times: list[float] = []      # seconds hedging took, per request
         self.leaders: list[int] = []            # leader that served each request
 
     @classmethod
-    def with_params(cls, experts=None, window=None, margin=None) -> type[Hedged]:
-        """This policy with other experts, window or margin (not registered)."""
+    def with_params(cls, experts=None, window=None, margin=None,
+                    evidence=None) -> type[Hedged]:
+        """This policy with other experts, window, margin or evidence (not registered)."""
         attrs = {k: v for k, v in (("experts", tuple(experts) if experts else None),
-                                   ("window", window), ("margin", margin)) if v is not None}
+                                   ("window", window), ("margin", margin),
+                                   ("evidence", evidence)) if v is not None}
         return type("HedgedWith", (cls,), attrs)
+
+    @classmethod
+    def around(cls, policy: type, baselines: tuple = ("sglang", "vllm-align", "marconi")
+               ) -> type[Hedged]:
+        """`policy` (e.g. `Planned` bound to a plan or to a re-planner) hedged by ghosts of
+        `baselines`: it leads first, the real cache has its memory layout (a plan's split
+        pools included), and the window hands the lead to a baseline only where that one's
+        ghost did better, and not before one full window of evidence (the plan, fitted on
+        more requests than a window holds, is a strong prior; docs/planner.md §12). Not
+        registered; its results carry `policy`'s name."""
+        return type(f"Hedged{policy.__name__}", (cls,),
+                    {"experts": (policy, *baselines), "prior": 0, "evidence": None,
+                     "name": policy.name or policy.__name__})
+
+    def capacity(self):
+        if self.prior is None:
+            return super().capacity()
+        return self.real[self.prior].capacity()
 
     def _first_leader(self, workload) -> int:
         """The prior, before any window: `vllm-align` on a block-hash trace of a model
@@ -140,16 +176,21 @@ class Hedged(Policy):
         seq = make_seq(self.workload.requests[i], self._fresh)
         saved = [g.step(i, seq) for g in self.ghosts]
         L = self.workload.requests[i].input_tokens
-        new = self.rule.observe(saved, float(self.cost.prefill_flops(L, 0)))
-        dt = time.perf_counter() - t0
-        self.ghost_seconds += dt
-        self.ghost_times.append(dt)
+        prefill = float(self.cost.prefill_flops(L, 0))
+        if i >= self.config.warmup_requests(len(self.workload.requests)):
+            self.saved = [a + b for a, b in zip(self.saved, saved)]
+            self.prefill += prefill
+        new = self.rule.observe(saved, prefill)
         if new != self.leader:
             self.leader = new
             if not self.real[new].kv_only_leaves:
                 self._drop_kv_tails()
             self.index.switch(self.real[new].make_index())
-        self._sync_alpha()
+        self._sync_tuned()
+        # what following costs per request: the ghosts, the choice, a switch's re-filing
+        dt = time.perf_counter() - t0
+        self.ghost_seconds += dt
+        self.ghost_times.append(dt)
 
     def _drop_kv_tails(self) -> None:
         """Evict the KV-only leaves (KV past the last state, which `vllm-align` keeps):
@@ -160,21 +201,32 @@ class Hedged(Policy):
             if node is not cache.root and node.alive and not node.lock_ref:
                 cache.evict_node(node, REMOVE)
 
-    def _sync_alpha(self) -> None:
-        """A real-side Marconi runs at its ghost's α (tuned online by the ghost)."""
+    def _sync_tuned(self) -> None:
+        """What an expert learns online, it learns in its ghost: a real-side Marconi runs
+        at its ghost's α; a real-side `Planned` takes its ghost's rules (planned online
+        there) and sightings (`Planned.follow`), so it never plans twice."""
         for real, ghost in zip(self.real, self.ghost_policies):
             if isinstance(ghost, Marconi) and real.index is not None \
                     and real.alpha != ghost.alpha:
                 real.alpha = ghost.alpha
                 if self.real[self.leader] is real:
                     real.index.alpha = ghost.alpha
+            elif isinstance(ghost, Planned):
+                real.follow(ghost)
 
     def describe(self):
         share = {}
         for k in self.leaders:
             share[self.names[k]] = share.get(self.names[k], 0) + 1
         n = max(1, len(self.leaders))
-        return {"experts": self.names, "window": self.window, "margin": self.margin,
-                "switches": self.rule.switches,
-                "leader_share": {k: round(v / n, 4) for k, v in share.items()}}
+        hedge = {"experts": self.names, "window": self.window, "margin": self.margin,
+                 "switches": self.rule.switches,
+                 "leader_share": {k: round(v / n, 4) for k, v in share.items()},
+                 # each ghost's own FLOP savings (the requests after the warm-up): what
+                 # the expert alone would have saved
+                 "expert_flop_savings": {k: round(s / self.prefill, 6) if self.prefill
+                                         else 0.0 for k, s in zip(self.names, self.saved)}}
+        if self.prior is None:
+            return hedge
+        return {**self.ghost_policies[self.prior].describe(), "hedge": hedge}
         # (no timings here: a result must not depend on the machine; see `ghost_times`)

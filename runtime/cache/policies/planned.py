@@ -56,12 +56,15 @@ class Planned(Policy):
     node drops its state. A state that a later request extended past (one child, not a
     branch or pin) is class ``passed``. Recency: the matched and inserted path is refreshed.
 
-    Without a bound plan (``Planned.with_plan``), it starts from `default_plan` and, if a
-    re-planner is bound (``Planned.with_planner``, as the CLI, the planner, `marconi.wrap`
-    and the benchmarks do), plans once, online, from the requests seen so far, when
-    Marconi's tuner would tune (``bootstrap_multiplier`` × requests before the first
-    eviction, at least 200): the same information Marconi's α tuning gets, no future
-    requests. Without a re-planner (the class as registered) it keeps the default rules.
+    Without a bound plan (``Planned.with_plan``), it starts from `default_plan` (with
+    output-end states where outputs have ids, as in token traces: the next turn of a chat
+    extends the previous output) and, if a re-planner is bound (``Planned.with_planner``,
+    as the CLI, the planner, `marconi.wrap` and the benchmarks do), plans online from the
+    requests served so far: first as soon as the cache has evicted and at least
+    `min_online_window` requests were served, then again every `replan_every` requests,
+    each time from the last `replan_window` requests (a sliding window, so a workload that
+    drifts is followed). No future request is ever seen. Without a re-planner (the class
+    as registered) it keeps the default rules.
 
     A bound plan that carries a next-use predictor (`Plan.next_use`) evicts by predicted
     next use instead (`runtime.cache.next_use_index.NextUseIndex`), same candidates.
@@ -71,13 +74,17 @@ class Planned(Policy):
     plan: ClassVar[Plan | None] = None
     replanner: ClassVar[Replanner | None] = None
     min_online_window: ClassVar[int] = 200
+    replan_every: ClassVar[int] = 1000           # requests between online plans
+    replan_window: ClassVar[int] = 2000          # the most recent requests each is fitted on
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
         cap = config.capacity.total_bytes or 0
         self.rules = self.plan or default_plan(cost.model, cost.fingerprint(),
-                                               workload.block_size, self.chunk, cap)
-        self.planned_online: int | None = None
+                                               workload.block_size, self.chunk, cap,
+                                               output_end=_outputs_have_ids(workload))
+        self.planned_online: int | None = None     # request count at the first online plan
+        self.replanned: list[int] = []             # request counts at every online plan
         self.seen = SeenPrefixes()
         self.index: ClassOffsetLRU | None = None
         self.cls: dict[int, ReuseClass] = {}   # node uid → reuse class
@@ -155,16 +162,29 @@ class Planned(Policy):
         self.pending = {}
         self.next_request = i + 1
         if self.plan is None and self.replanner is not None and \
-                self.planned_online is None and replay.first_eviction is not None:
-            window = max(self.min_online_window,
-                         self.config.marconi.bootstrap_multiplier * (replay.first_eviction + 1))
-            if i + 1 == window:
-                self._plan_online(replay, i + 1)
+                replay.first_eviction is not None:
+            n = i + 1
+            due = n >= self.min_online_window if self.planned_online is None else \
+                n - self.replanned[-1] >= self.replan_every
+            if due:
+                self._plan_online(replay, n)
+
+    def follow(self, other: Planned) -> None:
+        """Mirror `other`, the same plan's instance in a ghost (`policies.hedged`): its
+        rules (planned online there), its sightings and its request count, shared, not
+        copied; this instance never plans itself (its `after_request` is not called)."""
+        self.seen, self.next_request, self.pending = other.seen, other.next_request, {}
+        self.planned_online, self.replanned = other.planned_online, other.replanned
+        if other.rules is not self.rules:
+            self.rules = other.rules
+            if isinstance(self.index, ClassOffsetLRU):
+                self.index.rekey()
 
     def describe(self):
         out = {"rules": self.rules.rules_dict()}
         if self.plan is None:
             out["planned_online_at_request"] = self.planned_online
+            out["replanned_at_requests"] = list(self.replanned)
         return out
 
     # ------------------------------------------------------------------ classes
@@ -195,11 +215,14 @@ class Planned(Policy):
         cap = self.config.capacity
         if cap.total_bytes is None:
             return
-        window = Workload(name=f"{self.workload.name}[:{n}]",
-                          requests=self.workload.requests[:n],
+        lo = max(0, n - self.replan_window)
+        window = Workload(name=f"{self.workload.name}[{lo}:{n}]",
+                          requests=self.workload.requests[lo:n],
                           block_size=self.workload.block_size, kind=self.workload.kind)
         self.rules = self.replanner(window, self.cost, cap, self.config.chunk_tokens)
-        self.planned_online = n
+        if self.planned_online is None:
+            self.planned_online = n
+        self.replanned.append(n)
         if isinstance(self.index, ClassOffsetLRU):   # a predictor needs a plan bound up front
             self.index.rekey()
 
@@ -241,6 +264,12 @@ class ClassOffsetLRU(HeapIndex):
         for node in nodes:
             self._count(node, False, self._heap)
             self.update(node)
+
+
+def _outputs_have_ids(workload: Workload) -> bool:
+    """Do the workload's outputs have ids (token traces, generated chats), so that a state
+    after the last decoded token can be hit by the next turn?"""
+    return any(r.output_ids is not None for r in workload.requests)
 
 
 def _depth_at(seq, tokens: int) -> int:
