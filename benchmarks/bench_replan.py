@@ -11,7 +11,7 @@ unbounded `sglang` peak bytes), FLOP savings of the whole trace:
 - ``defaults``: the default rules, never planned (`Planned` without a re-planner);
 - ``once``: planned once, as soon as the cache has evicted and 200 requests were served,
   from everything served so far (``replan_every`` infinite);
-- ``re-planned``: the default schedule, first plan as ``once`` and then every 1,000
+- ``re-planned``: the default schedule, first plan as ``once`` and then every 2,000
   requests from the last 2,000 (`Planned.replan_every`, `Planned.replan_window`);
 - ``re-planned+hedge``: the same, hedged by ghosts of the baselines (what `simulate
   --policy planned` runs); its number of online plans and seconds.

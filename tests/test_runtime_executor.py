@@ -102,9 +102,9 @@ def test_planned_plans_online_only_with_a_replanner():
 
     bound, w, _, config = _planned_run(Planned.with_planner(replan))
     n = bound.planned_online
-    # first at max(200, requests up to the first eviction), then every 1000 requests
+    # first at max(200, requests up to the first eviction), then every 2000 requests
     assert n == 200 and calls[0] == (n, config.capacity, None)
-    assert bound.replanned == list(range(200, len(w.requests) + 1, 1000))
+    assert bound.replanned == list(range(200, len(w.requests) + 1, 2000))
     assert [c[0] for c in calls] == [min(k, 2000) for k in bound.replanned]
     assert bound.describe()["planned_online_at_request"] == n
     alone, *_ = _planned_run(Planned)

@@ -74,7 +74,7 @@ class Planned(Policy):
     plan: ClassVar[Plan | None] = None
     replanner: ClassVar[Replanner | None] = None
     min_online_window: ClassVar[int] = 200
-    replan_every: ClassVar[int] = 1000           # requests between online plans
+    replan_every: ClassVar[int] = 2000           # requests between online plans
     replan_window: ClassVar[int] = 2000          # the most recent requests each is fitted on
 
     def __init__(self, cost, config, workload):
