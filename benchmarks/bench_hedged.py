@@ -40,19 +40,14 @@ def rows(quick: bool, model: str | None, only: set[str] | None,
     from marconi.runtime.sim.simulator import run_policy, summarize
     from marconi.spec import load_model
 
-    from benchmarks.suites import get_suite
+    from benchmarks.suites import get_suite, load_workloads
 
     suite = get_suite("paper", quick=quick)
     model = model or suite.base_model
     cost = build_cost_model(load_model(REPO / "examples" / "models" / f"{model}.yaml"))
-    out, skipped = [], []
-    for source in suite.workloads:
-        if only and source.key not in only:
-            continue
-        if not source.available(TRACES):
-            skipped.append(f"{source.key}: {source.path(TRACES)} not found")
-            continue
-        wl = source.load(TRACES, suite.seed)
+    out = []
+    loaded, skipped = load_workloads(suite, TRACES, only)
+    for key, wl in loaded:
         footprint = run_policy("sglang", wl, cost,
                                CacheConfig(capacity=Capacity.unbounded())).peak_bytes
         for f in suite.fractions:
@@ -74,7 +69,7 @@ def rows(quick: bool, model: str | None, only: set[str] | None,
             best = max(scores, key=scores.get)
             online = {p: s for p, s in scores.items() if p != "marconi-static"}
             best_online = max(online, key=online.get)
-            row = {"workload": source.key, "requests": len(wl.requests), "fraction": f,
+            row = {"workload": key, "requests": len(wl.requests), "fraction": f,
                    "capacity_bytes": cap, **scores, "planned-hedged": hedged.flop_savings,
                    "best_baseline": best,
                    "margin_points": 100 * (hedged.flop_savings - scores[best]),

@@ -127,25 +127,21 @@ def rows(quick: bool, fractions, only, jobs: int) -> tuple[list[dict], list[str]
     from marconi.runtime.sim.simulator import replay_policy
     from marconi.spec import load_model
 
-    from benchmarks.suites import get_suite
+    from benchmarks.suites import get_suite, load_workloads
 
     suite = get_suite("paper", quick=quick)
     fractions = tuple(fractions or suite.fractions)
     cost = build_cost_model(load_model(REPO / "examples" / "models" /
                                        f"{suite.base_model}.yaml"))
-    items, skipped = [], []
-    for source in suite.workloads:
-        if only and source.key not in only:
-            continue
-        if not source.available(TRACES):
-            skipped.append(f"{source.key}: {source.path(TRACES)} not found")
-            continue
-        first, second = source.load(TRACES, suite.seed).split()
+    items = []
+    loaded, skipped = load_workloads(suite, TRACES, only)
+    for key, workload in loaded:
+        first, second = workload.split()
         footprint = replay_policy(get_policy("sglang"), second, cost,
                                   CacheConfig(capacity=Capacity.unbounded())).peak_bytes
         predictor = nu.fit_on(first)
         rho = nu.predictor_quality(predictor, second)
-        items += [(source.key, first, second, cost, footprint, f, predictor, rho)
+        items += [(key, first, second, cost, footprint, f, predictor, rho)
                   for f in fractions]
 
     def done(i, row):

@@ -124,6 +124,20 @@ def smoke(quick: bool) -> Suite:
 SUITES = {"paper": paper, "smoke": smoke}
 
 
+def load_workloads(suite: Suite, traces_dir, only=None) -> tuple[list, list[str]]:
+    """The suite's workloads (keys in `only`, if given) as (key, Workload), loaded with the
+    suite's seed, and a line per trace left out because it is not in `traces_dir`."""
+    loaded, skipped = [], []
+    for source in suite.workloads:
+        if only and source.key not in only:
+            continue
+        if not source.available(traces_dir):
+            skipped.append(f"{source.key}: {source.path(traces_dir)} not found")
+            continue
+        loaded.append((source.key, source.load(traces_dir, suite.seed)))
+    return loaded, skipped
+
+
 def get_suite(name: str, quick: bool = False, seed: int = 0) -> Suite:
     try:
         make = SUITES[name]
