@@ -19,7 +19,9 @@ Following the leader means, for the real cache (whose FLOP savings are the ones 
 - recency: the leader's. The real cache refreshes as HIT (only the consumed node); under a
   PATH leader `admit` touches the matched path up to the admitted length before the insert,
   which is what PATH's touch after it does (nodes the insert creates or splits are new),
-  except on a rejected insert, where a partly matched edge is not refreshed.
+  except on a rejected insert, where a partly matched edge is not refreshed, and on an
+  empty admission after a hit: PATH then touches nothing (`Planned` does this), while the
+  HIT replay has already refreshed the consumed node (docs/planner.md §12 measures it).
 
 The decision uses only requests already served (the leader for request i+1 is chosen after
 request i), so the policy is online. Experts must keep the radix `PrefixCache` (vLLM's
