@@ -308,3 +308,31 @@ def test_the_baselines_ghosts_run_in_a_split_plans_layout():
     hedge = result.params["hedge"]
     best = max(v for k, v in hedge["expert_flop_savings"].items() if k != "planned")
     assert hedge["switches"] >= 1 and result.flop_savings > 0.8 * best
+
+
+@pytest.mark.parametrize("output_end, fraction", [(False, 0.1), (True, 0.05)],
+                         ids=["input-ends", "input-and-output-ends"])
+def test_a_plan_on_repeated_requests_is_still_the_plan_when_hedged(output_end, fraction):
+    """Each request comes again one request later. With input ends only the repeat admits
+    nothing (the rules then admit the hit's depth, so PATH still refreshes its path, as
+    the hedged cache does); with output ends the repeat's output is cached already, past
+    its input, and the hedged cache's PATH emulation must touch it too."""
+    import dataclasses
+
+    from marconi.runtime.cache.policies.planned import Planned
+    from marconi.runtime.plan.rules import AdmissionRules
+    base = chat(seed=5).requests
+    twice = []                      # r0, r1, r0 again, r2, r1 again, ...
+    for i, r in enumerate(base):
+        twice.append(dataclasses.replace(r, index=len(twice)))
+        if i:
+            twice.append(dataclasses.replace(base[i - 1], index=len(twice),
+                                             arrival_ms=r.arrival_ms))
+    w = dataclasses.replace(chat(seed=5), requests=tuple(twice))
+    cfg = config(w, fraction)
+    rules = Planned.with_plan(_plan(w, cfg, admission=AdmissionRules(
+        input_end=True, output_end=output_end, branch_sighting=0, fresh_threshold=0.0)))
+    alone, _ = replay(rules, w, cfg)
+    hedged, _ = replay(Hedged.around(rules, baselines=()), w, cfg)
+    assert alone.cache.evictions > 0 and sum(alone.hits) > 0
+    assert hedged.hits == alone.hits

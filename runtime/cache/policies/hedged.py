@@ -17,11 +17,13 @@ Following the leader means, for the real cache (whose FLOP savings are the ones 
 - KV past the last state (`vllm-align` keeps it): dropped on a switch to a leader that
   keeps none (`Hedged._drop_kv_tails`), whose index would not free it;
 - recency: the leader's. The real cache refreshes as HIT (only the consumed node); under a
-  PATH leader `admit` touches the matched path up to the admitted length before the insert,
-  which is what PATH's touch after it does (nodes the insert creates or splits are new),
-  except on a rejected insert, where a partly matched edge is not refreshed, and on an
-  empty admission after a hit: PATH then touches nothing (`Planned` does this), while the
-  HIT replay has already refreshed the consumed node (docs/planner.md §12 measures it).
+  PATH leader `admit` touches, before the insert, the path to the deepest cached node
+  within the admitted length (past the input too, where an earlier request cached the
+  same output), which is what PATH's touch after the insert does (nodes the insert
+  creates or splits are new), except on a rejected insert, where a partly matched edge is
+  not refreshed, and on an empty admission after a hit, where PATH touches nothing while
+  the HIT replay has refreshed the consumed node (`Planned` admits the hit's depth
+  instead, so it never asks for an empty admission after a hit).
 
 The decision uses only requests already served (the leader for request i+1 is chosen after
 request i), so the policy is online. Experts must keep the radix `PrefixCache` (vLLM's
@@ -163,9 +165,15 @@ class Hedged(Policy):
         lead = self.real[self.leader]
         adm = lead.admit(seq, m)
         if lead.refresh is Refresh.PATH:
-            node = m.node
-            while node.depth > adm.length:
-                node = node.parent
+            # what PATH's touch after the insert reaches among nodes that exist now: the
+            # path to the deepest node whose whole edge lies in the first `adm.length` ids,
+            # which may lie past the input (an output cached by an earlier request)
+            if adm.length > m.node.depth:
+                node = self.cache.match(seq, adm.length).node
+            else:
+                node = m.node
+                while node.depth > adm.length:
+                    node = node.parent
             self.cache.touch_path(node)
         return adm
 

@@ -152,7 +152,11 @@ class Planned(Policy):
                 t += step
         self.pending = ck
         if not ck:
-            return Admission(0, ())
+            # nothing new to keep; a hit still refreshes its path (PATH recency touches the
+            # node the insert ends at). Before this, a request that only hit refreshed
+            # nothing (docs/planner.md §12).
+            hit = m.hit_depth if m.hit_depth and m.hit_node.depth == m.hit_depth else 0
+            return Admission(hit, ())
         return Admission(max(ck), tuple(sorted(ck)))
 
     def after_request(self, replay, i):
