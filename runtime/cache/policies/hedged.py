@@ -114,7 +114,6 @@ class Hedged(Policy):
                                  evidence=evidence)
         self.index: SwitchIndex | None = None
         self.cache = None
-        self.ghost_seconds = 0.0
         self.ghost_times: list[float] = []      # seconds hedging took, per request
         self.leaders: list[int] = []            # leader that served each request
 
@@ -198,9 +197,7 @@ class Hedged(Policy):
             self.index.switch(self.real[new].make_index())
         self._sync_tuned()
         # what following costs per request: the ghosts, the choice, a switch's re-filing
-        dt = time.perf_counter() - t0
-        self.ghost_seconds += dt
-        self.ghost_times.append(dt)
+        self.ghost_times.append(time.perf_counter() - t0)
 
     def _drop_kv_tails(self) -> None:
         """Evict the KV-only leaves (KV past the last state, which `vllm-align` keeps):

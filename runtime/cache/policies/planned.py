@@ -83,7 +83,6 @@ class Planned(Policy):
         self.rules = self.plan or default_plan(cost.model, cost.fingerprint(),
                                                workload.block_size, self.chunk, cap,
                                                output_end=_outputs_have_ids(workload))
-        self.planned_online: int | None = None     # request count at the first online plan
         self.replanned: list[int] = []             # request counts at every online plan
         self.seen = SeenPrefixes()
         self.index: ClassOffsetLRU | None = None
@@ -155,7 +154,7 @@ class Planned(Policy):
             # nothing new to keep; a hit still refreshes its path (PATH recency touches the
             # node the insert ends at). Before this, a request that only hit refreshed
             # nothing (docs/planner.md §12).
-            hit = m.hit_depth if m.hit_depth and m.hit_node.depth == m.hit_depth else 0
+            hit = m.hit_depth if m.hit_node.depth == m.hit_depth else 0     # a miss: 0
             return Admission(hit, ())
         return Admission(max(ck), tuple(sorted(ck)))
 
@@ -168,8 +167,8 @@ class Planned(Policy):
         if self.plan is None and self.replanner is not None and \
                 replay.first_eviction is not None:
             n = i + 1
-            due = n >= self.min_online_window if self.planned_online is None else \
-                n - self.replanned[-1] >= self.replan_every
+            due = n - self.replanned[-1] >= self.replan_every if self.replanned else \
+                n >= self.min_online_window
             if due:
                 self._plan_online(replay, n)
 
@@ -178,11 +177,14 @@ class Planned(Policy):
         rules (planned online there), its sightings and its request count, shared, not
         copied; this instance never plans itself (its `after_request` is not called)."""
         self.seen, self.next_request, self.pending = other.seen, other.next_request, {}
-        self.planned_online, self.replanned = other.planned_online, other.replanned
+        self.replanned = other.replanned
         if other.rules is not self.rules:
-            self.rules = other.rules
-            if isinstance(self.index, ClassOffsetLRU):
-                self.index.rekey()
+            self._adopt(other.rules)
+
+    @property
+    def planned_online(self) -> int | None:
+        """The request count at the first online plan (None: not planned online)."""
+        return self.replanned[0] if self.replanned else None
 
     def describe(self):
         out = {"rules": self.rules.rules_dict()}
@@ -223,11 +225,14 @@ class Planned(Policy):
         window = Workload(name=f"{self.workload.name}[{lo}:{n}]",
                           requests=self.workload.requests[lo:n],
                           block_size=self.workload.block_size, kind=self.workload.kind)
-        self.rules = self.replanner(window, self.cost, cap, self.config.chunk_tokens)
-        if self.planned_online is None:
-            self.planned_online = n
+        self._adopt(self.replanner(window, self.cost, cap, self.config.chunk_tokens))
         self.replanned.append(n)
-        if isinstance(self.index, ClassOffsetLRU):   # a predictor needs a plan bound up front
+
+    def _adopt(self, rules: Plan) -> None:
+        """Run `rules` from now on: the class-offset index re-files its candidates under
+        the new offsets (a predictor's index needs a plan bound up front)."""
+        self.rules = rules
+        if isinstance(self.index, ClassOffsetLRU):
             self.index.rekey()
 
 
