@@ -7,7 +7,9 @@
          prefix, pinned prefixes, the states' share of memory → starting rules;
       3. coordinate search by replay of the `planned` policy on the same workload
          (`tune.py`): eviction offsets per class, fresh-input admission, sighting, stride,
-         memory split.
+         memory split;
+      4. the α of Marconi's eviction with the most FLOP savings on the same workload
+         (`tune.marconi_alpha`): the hedged `planned` runs its Marconi ghost at it.
 
 To keep the planner honest, callers fit on one part of a trace and score on another
 (`Workload.split`): `marconi-plan` reports both. With a warm-up fraction, the bound, the
@@ -34,8 +36,9 @@ from marconi.planner.derive import OfflineInsights, analyze, initial_plan
 from marconi.planner.next_use import fit_on
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.runtime.plan.rules import Plan
-from marconi.planner.tune import Trial, coordinate_search, replay_savings, search_space
-from marconi.runtime.cache.policies.hedged import Hedged
+from marconi.planner.tune import (Trial, coordinate_search, marconi_alpha, replay_savings,
+                                  search_space)
+from marconi.runtime.cache.policies.hedged import BASELINES, Hedged, marconi_at
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.config import CacheConfig
@@ -59,11 +62,13 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
                 chunk_tokens: int | None = None, memory_split: bool = True,
                 bound_method: str = "auto", tune_replays: int | None = None,
                 config: CacheConfig | None = None, warmup: float = 0.0,
-                next_use: bool = False) -> PlanResult:
+                next_use: bool = False, fit_alpha: bool = True) -> PlanResult:
     """A Plan for `workload` at `capacity` (one shared pool), tuned on `workload` itself (on the
     requests after the first `warmup` fraction, which only warm the cache up). With
     `next_use`, a next-use predictor (`planner.next_use`) is fitted on `workload` and kept
-    in the plan if its replay there saves more FLOPs than the tuned class offsets."""
+    in the plan if its replay there saves more FLOPs than the tuned class offsets. With
+    `fit_alpha`, the plan carries the Marconi α fitted on `workload` (`Plan.marconi_alpha`;
+    one replay per α of the grid, sharing the history before the first eviction)."""
     n = len(workload.requests)
     if n < 2:
         raise PlanError(workload.name, f"requests: the trace has {n} request"
@@ -88,6 +93,13 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
         trials = (*trials, Trial("next_use", True, savings))
         if savings > best + 0.005:              # coordinate_search's margin
             plan, best = with_predictor, savings
+    alpha_savings = {}
+    if fit_alpha:
+        # in the memory layout the hedge's ghosts run in: the plan's (split pools included)
+        layout = Planned.with_plan(plan)(cost, config, workload).capacity()
+        alpha, alpha_savings = marconi_alpha(
+            workload, cost, dataclasses.replace(config, capacity=layout))
+        plan = dataclasses.replace(plan, marconi_alpha=alpha)
     plan = dataclasses.replace(plan, provenance=(
         ("workload", workload.name), ("requests", len(workload.requests)),
         ("capacity_bytes", problem.capacity_bytes),
@@ -95,7 +107,9 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
         ("upper_bound_flop_savings", round(bound.upper.flop_savings, 6)),
         ("rounded_flop_savings", round(bound.rounded.flop_savings, 6)),
         ("tuned_flop_savings", round(best, 6)),
-        ("replays", len(trials))))
+        ("replays", len(trials)),
+        *((("marconi_alpha_flop_savings", round(alpha_savings[plan.marconi_alpha], 6)),
+           ("marconi_alpha_replays", len(alpha_savings))) if alpha_savings else ())))
     return PlanResult(plan=plan, bound=bound, insights=insights, trials=trials,
                       tuned_flop_savings=best, seconds=time.perf_counter() - t0)
 
@@ -107,8 +121,10 @@ def replan_online(workload: Workload, cost: CostModel, capacity: Capacity,
     re-split: the plan is for their total). Called mid-replay, it collects cycles again
     for its own work."""
     with with_cycle_collector():                    # planning is not a replay loop
+        # no α fit: the online hedge's Marconi ghost tunes its own α, as `marconi` does
         result = derive_plan(workload, cost, Capacity.shared(capacity.total_bytes),
-                             chunk_tokens=chunk_tokens, memory_split=False)
+                             chunk_tokens=chunk_tokens, memory_split=False,
+                             fit_alpha=False)
     return result.plan
 
 
@@ -117,9 +133,19 @@ def planned_policy(plan: Plan | None = None, hedged: bool = True) -> type:
     planned online by `replan_online`, hedged by ghosts of the baselines
     (`runtime.cache.policies.hedged`: the rules lead, and the lead passes to a baseline
     only where its ghost saved more over the last window), so that it never falls far
-    below the best of them. ``hedged=False``: the rules alone (what tuning replays)."""
+    below the best of them (`hedge_baselines`). ``hedged=False``: the rules alone (what
+    tuning replays)."""
     rules = Planned.with_planner(replan_online) if plan is None else Planned.with_plan(plan)
-    return Hedged.around(rules) if hedged else rules
+    return Hedged.around(rules, hedge_baselines(plan)) if hedged else rules
+
+
+def hedge_baselines(plan: Plan | None) -> tuple:
+    """The baselines whose ghosts hedge `plan`'s rules: `sglang`, `vllm-align` and Marconi,
+    at the plan's fitted α (``marconi@α``: no α search online) where it has one, else
+    `marconi` tuning its α online as the baseline does."""
+    if plan is None or plan.marconi_alpha is None:
+        return BASELINES
+    return tuple(marconi_at(plan.marconi_alpha) if b == "marconi" else b for b in BASELINES)
 
 
 def planned_policies() -> dict[str, type]:

@@ -19,7 +19,8 @@ from marconi.planner.derive import OfflineInsights
 from marconi.runtime.plan.rules import MemoryRules, Plan, ReuseClass
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.config import CacheConfig
-from marconi.runtime.sim.simulator import replay_policy
+from marconi.runtime.cache.policies.marconi import MarconiStatic
+from marconi.runtime.sim.simulator import fixed_alpha_results, replay_policy
 from marconi.runtime.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,19 @@ def replay_savings(plan: Plan, workload: Workload, cost: CostModel,
                    config: CacheConfig) -> float:
     """FLOP savings of `plan` on `workload` (one replay of the `planned` policy)."""
     return replay_policy(Planned.with_plan(plan), workload, cost, config).flop_savings
+
+
+def marconi_alpha(workload: Workload, cost: CostModel, config: CacheConfig
+                  ) -> tuple[float, dict[float, float]]:
+    """The α of Marconi's eviction (`marconi@α`, never re-tuned) with the most FLOP
+    savings on `workload` (ties: the smaller α), and the savings per α of
+    ``config.marconi.alpha_grid`` and 0 (`fixed_alpha_results`; 0 alone where nothing is
+    evicted): the static α the hedged `planned` runs its Marconi
+    ghost at, fitted where the plan is (`marconi-static` is the same sweep on the scored
+    trace, by token hit rate: an oracle)."""
+    results = fixed_alpha_results(MarconiStatic, workload, cost, config)
+    savings = {a: r.flop_savings for a, r in results.items()}
+    return max(savings, key=lambda a: (savings[a], -a)), savings
 
 
 def search_space(plan: Plan, insights: OfflineInsights, memory_split: bool

@@ -49,8 +49,9 @@ def replay(cls, workload, cfg):
     return run, policy
 
 
+@pytest.mark.parametrize("sustained", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_window_leader_matches_its_definition(seed):
+def test_window_leader_matches_its_definition(seed, sustained):
     rng = random.Random(seed)
     n, k = 120, rng.randint(2, 4)
     window, margin = rng.choice([1, 5, 17, 200]), rng.choice([0.0, 0.05, 0.3])
@@ -58,11 +59,31 @@ def test_window_leader_matches_its_definition(seed):
     prefill = [float(rng.randint(1, 50)) for _ in range(n)]
     # integers: the running sums are exact, so both sides compare the same numbers
     saved = [[float(rng.randint(0, int(p))) for _ in range(k)] for p in prefill]
-    rule = WindowLeader(k, window, margin, evidence=evidence)
+    rule = WindowLeader(k, window, margin, evidence=evidence, sustained=sustained)
     fast = [rule.observe(s, p) for s, p in zip(saved, prefill)]
-    assert fast == window_leaders_reference(saved, prefill, window, margin, evidence=evidence)
+    assert fast == window_leaders_reference(saved, prefill, window, margin, evidence=evidence,
+                                            sustained=sustained)
     assert rule.switches == sum(a != b for a, b in zip([0] + fast, fast))
     assert set(fast[:max(0, evidence - 1)]) <= {0}
+
+
+def test_a_sustained_leader_ignores_a_lead_won_in_one_window():
+    """Expert 1 wins the last window by far but is behind since the start: the plain rule
+    switches, the sustained one stays; once 1 is ahead overall as well, both have switched."""
+    saved = [[10.0, 0.0]] * 20 + [[0.0, 10.0]] * 5
+    prefill = [10.0] * 25
+    plain = WindowLeader(2, 5, 0.05)
+    sustained = WindowLeader(2, 5, 0.05, sustained=True)
+    assert [plain.observe(s, p) for s, p in zip(saved, prefill)][-1] == 1
+    assert [sustained.observe(s, p) for s, p in zip(saved, prefill)][-1] == 0
+    # ahead since the start by 5 % of the prefill: 10 (5 + m) > 200 + 0.5 (25 + m), m = 18
+    leaders = [sustained.observe([0.0, 10.0], 10.0) for _ in range(18)]
+    assert leaders == [0] * 17 + [1] and sustained.switches == 1
+    # after the switch, the sums since the lead changed start afresh
+    assert sustained.since_total == 0.0
+    w = chat()
+    assert Hedged.with_params(sustained=True)(COST, config(w, 0.1), w).rule.sustained
+    assert not Hedged(COST, config(w, 0.1), w).rule.sustained
 
 
 @pytest.mark.parametrize("name", EXPERTS)
@@ -184,7 +205,7 @@ def test_a_fixed_alpha_marconi_expert_is_marconi_at_that_alpha():
     alone, _ = replay(At1, w, cfg)
     hedged, policy = replay(Hedged.with_params(experts=("marconi@1.0",)), w, cfg)
     assert hedged.hits == alone.hits and policy.real[0].alpha == 1.0
-    for bad in ("marconi@x", "marconi@-1"):
+    for bad in ("marconi@x", "marconi@-1", "marconi@nan", "marconi@inf"):
         from marconi.errors import UserError
         with pytest.raises(UserError, match="experts"):
             Hedged.with_params(experts=(bad,))(COST, cfg, w)
@@ -336,3 +357,47 @@ def test_a_plan_on_repeated_requests_is_still_the_plan_when_hedged(output_end, f
     hedged, _ = replay(Hedged.around(rules, baselines=()), w, cfg)
     assert alone.cache.evictions > 0 and sum(alone.hits) > 0
     assert hedged.hits == alone.hits
+
+
+# ------------------------------------------------ the Marconi α a plan is fitted with
+
+def test_the_fitted_marconi_alpha_is_the_best_of_separate_replays():
+    """`tune.marconi_alpha` (one replay to the first eviction, forks after it) against its
+    definition: Marconi at each α of the grid replayed on its own, most FLOP savings wins
+    (ties: the smaller α)."""
+    from marconi.planner.tune import marconi_alpha
+    from marconi.runtime.cache.policies.hedged import marconi_at
+    from marconi.runtime.sim.simulator import replay_policy
+    w = chat(seed=4)
+    cfg = config(w, 0.04)
+    alpha, savings = marconi_alpha(w, COST, cfg)
+    slow = {a: replay_policy(marconi_at(a), w, COST, cfg).flop_savings
+            for a in cfg.marconi.alpha_grid}
+    assert set(savings) == set(slow)
+    for a in slow:
+        assert savings[a] == pytest.approx(slow[a], abs=1e-12), a
+    assert alpha == max(slow, key=lambda a: (slow[a], -a))
+    assert len({round(v, 9) for v in slow.values()}) > 1          # α matters here
+
+
+def test_a_plan_with_a_fitted_alpha_is_hedged_by_marconi_at_that_alpha():
+    """With `Plan.marconi_alpha` the Marconi ghost runs at it and never searches α online
+    (its cost per request); without one it is the tuning `marconi` baseline."""
+    import dataclasses
+
+    from marconi.planner.plan import hedge_baselines, planned_policy
+    w = chat()
+    cfg = config(w, 0.05)
+    plan = _plan(w, cfg)
+    assert hedge_baselines(plan) == hedge_baselines(None) == ("sglang", "vllm-align", "marconi")
+    fitted = dataclasses.replace(plan, marconi_alpha=1.5)
+    assert hedge_baselines(fitted)[:2] == ("sglang", "vllm-align")
+    assert hedge_baselines(fitted)[-1].name == "marconi@1.5"
+    run, policy = replay(planned_policy(fitted), w, cfg)
+    marconi = policy.ghost_policies[-1]
+    assert policy.names[-1] == "marconi@1.5" and marconi.alpha == 1.5 and not marconi.tune
+    assert run.first_eviction is not None and marconi.tuning_seconds == 0.0
+    assert set(policy.describe()["hedge"]["expert_flop_savings"]) == {
+        "planned", "sglang", "vllm-align", "marconi@1.5"}
+    _, online = replay(planned_policy(plan), w, cfg)
+    assert online.names[-1] == "marconi" and online.ghost_policies[-1].tune

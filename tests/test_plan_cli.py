@@ -63,9 +63,10 @@ def test_main_job_json_and_runtime_yaml(trace, tmp_path, capsys):
             if r["policy"] != "infinite":              # the only one ignoring the capacity
                 assert r["flop_savings"] <= upper + 1e-9, r["policy"]
                 assert r["peak_occupancy"] <= 1.0 + 1e-12, r["policy"]
-    assert set(doc["rules"]) == {"admission", "eviction", "memory", "pinned_prefixes"}
+    assert set(doc["rules"]) == {"admission", "eviction", "memory", "pinned_prefixes", "hedge"}
     plan = load_plan(out)
     assert plan.capacity_bytes == doc["capacity_bytes"]
+    assert plan.marconi_alpha == doc["rules"]["hedge"]["marconi_alpha"]
     assert plan.admission.__dict__ == doc["rules"]["admission"]
 
 

@@ -24,7 +24,8 @@ def _plan(cost) -> Plan:
                 .with_offset("passed", -1e15),
                 memory=MemoryRules("split", 0.25),
                 pinned=(PinnedPrefix.of((1, 2, 3)),),
-                provenance=(("workload", "w"), ("requests", 10)))
+                provenance=(("workload", "w"), ("requests", 10)),
+                marconi_alpha=1.5)
 
 
 def test_round_trip(tmp_path):
@@ -34,6 +35,16 @@ def test_round_trip(tmp_path):
     loaded = load_plan(tmp_path / "runtime.yaml", cost)
     assert loaded == plan
     assert loaded.pinned[0].matches((1, 2, 3, 4)) and not loaded.pinned[0].matches((1, 2, 4))
+    assert loaded.marconi_alpha == 1.5
+
+
+def test_a_file_without_the_hedge_section_loads_without_an_alpha(tmp_path):
+    """Files written before the fitted α (#14) have no ``hedge:``; they load as unfitted."""
+    cost = causal_toy_cost()
+    plan = dataclasses.replace(_plan(cost), marconi_alpha=None)
+    assert "hedge" not in plan_to_dict(plan) and "hedge" in plan_to_dict(_plan(cost))
+    write_plan(plan, tmp_path / "runtime.yaml")
+    assert load_plan(tmp_path / "runtime.yaml", cost) == plan
 
 
 def _write(tmp_path, doc) -> str:
@@ -64,6 +75,10 @@ BAD_FIELDS = [
     ("eviction.policy", "lfu", "eviction.policy: unknown 'lfu'; expected class-offset-lru"),
     ("capacity_bytes", KeyError, "capacity_bytes: missing required field"),
     ("workload.block_tokens", "big", "workload.block_tokens: expected an integer"),
+    ("hedge.marconi_alpha", -0.5, "hedge.marconi_alpha: -0.5 is below 0.0; expected ≥ 0.0"),
+    ("hedge.marconi_alpha", "lots", "hedge.marconi_alpha: expected a (finite) number, got 'lots'"),
+    ("hedge.marconi_alpha", float("nan"), "hedge.marconi_alpha: expected a (finite) number"),
+    ("hedge.experts", 3, "hedge.experts: unknown field; expected one of marconi_alpha"),
 ]
 
 

@@ -224,6 +224,8 @@ def _text(job, cost, workload, output, readers) -> str:
               + (f", {100 * plan.memory.state_fraction:.0f} % for states"
                  if plan.memory.pools == 'split' else ""),
               f"  pinned prefixes: {len(plan.pinned)}",
+              *([f"  hedged by sglang, vllm-align and marconi at the fitted α "
+                 f"{plan.marconi_alpha}"] if plan.marconi_alpha is not None else []),
               f"  tuned by {len(job.plan.trials)} replays in {job.plan.seconds:.1f} s",
               "", f"Wrote {output}. Job took {job.seconds:.1f} s. It is read by:",
               *(f"  {r}" for r in readers)]

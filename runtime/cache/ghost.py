@@ -17,7 +17,8 @@ real cache holds, never the new leader's ghost contents).
 
 `WindowLeader` is the selection rule: follow the expert with the most FLOPs saved over the
 last `window` requests, switching only when a challenger beats the leader there by more
-than `margin` of the window's prefill FLOPs. `window_leaders_reference` is its slow
+than `margin` of the window's prefill FLOPs (and, `sustained`, over every request since
+the leader took the lead as well). `window_leaders_reference` is its slow
 definition (sums recomputed from the whole history), which the tests compare against.
 """
 
@@ -131,15 +132,21 @@ class WindowLeader:
     exceeds the leader's by more than ``margin × the window's prefill FLOPs``, and only
     once `evidence` requests have been observed (before that every cache is cold and a
     handful of requests decide the sums; a switch costs the real cache for long after).
+    With `sustained`, the challenger must also be ahead by the same margin over every
+    request since the leader took the lead (since the start for the first leader): a lead
+    won in one window by chance, which a switch would pay for, does not move it.
     """
 
     def __init__(self, n_experts: int, window: int, margin: float, start: int = 0,
-                 evidence: int = 0):
+                 evidence: int = 0, sustained: bool = False):
         self.window, self.margin = int(window), float(margin)
         self.evidence = int(evidence)
+        self.sustained = bool(sustained)
         self.seen = 0
         self.sums = [0.0] * n_experts
         self.total = 0.0
+        self.since = [0.0] * n_experts          # sums since the leader took the lead
+        self.since_total = 0.0
         self.rows: deque[tuple[tuple[float, ...], float]] = deque()
         self.leader = start
         self.switches = 0
@@ -149,10 +156,12 @@ class WindowLeader:
         next request."""
         row = tuple(saved)
         self.rows.append((row, prefill))
-        sums = self.sums
+        sums, since = self.sums, self.since
         for k, s in enumerate(row):
             sums[k] += s
+            since[k] += s
         self.total += prefill
+        self.since_total += prefill
         if len(self.rows) > self.window:
             old, p = self.rows.popleft()
             for k, s in enumerate(old):
@@ -162,24 +171,36 @@ class WindowLeader:
         if self.seen < self.evidence:
             return self.leader
         best = max(range(len(sums)), key=lambda k: (sums[k], -k))
-        if sums[best] > sums[self.leader] + self.margin * self.total and best != self.leader:
+        lead = self.leader
+        if best != lead and sums[best] > sums[lead] + self.margin * self.total and (
+                not self.sustained or since[best] > since[lead] + self.margin * self.since_total):
             self.leader = best
             self.switches += 1
+            self.since = [0.0] * len(sums)
+            self.since_total = 0.0
         return self.leader
 
 
 def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence[float],
                              window: int, margin: float, start: int = 0,
-                             evidence: int = 0) -> list[int]:
-    """`WindowLeader`'s leaders after each request, by definition: the window sums are
-    recomputed from the whole history every time."""
-    leader, out = start, []
+                             evidence: int = 0, sustained: bool = False) -> list[int]:
+    """`WindowLeader`'s leaders after each request, by definition: the window sums (and
+    with `sustained` the sums since the last switch) are recomputed from the whole history
+    every time."""
+    leader, began, out = start, 0, []
+    n = len(saved[0]) if saved else 0
+
+    def total(lo, t):
+        return ([sum(saved[u][k] for u in range(lo, t + 1)) for k in range(n)],
+                sum(prefill[lo:t + 1]))
+
     for t in range(len(saved)):
-        lo = max(0, t + 1 - window)
-        sums = [sum(saved[u][k] for u in range(lo, t + 1)) for k in range(len(saved[t]))]
-        total = sum(prefill[lo:t + 1])
-        best = max(range(len(sums)), key=lambda k: (sums[k], -k))
-        if t + 1 >= evidence and best != leader and sums[best] > sums[leader] + margin * total:
-            leader = best
+        sums, window_prefill = total(max(0, t + 1 - window), t)
+        best = max(range(n), key=lambda k: (sums[k], -k))
+        if t + 1 >= evidence and best != leader and \
+                sums[best] > sums[leader] + margin * window_prefill:
+            since, since_prefill = total(began, t)
+            if not sustained or since[best] > since[leader] + margin * since_prefill:
+                leader, began = best, t + 1
         out.append(leader)
     return out

@@ -10,6 +10,7 @@ Writing is atomic: a temporary file in the same folder, renamed over the target.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,9 @@ from marconi.runtime.plan.engine_flags import (SECTION as ENGINES, EngineFlags,
                                                load_engines)   # re-exported: the reader
 from marconi.runtime.plan.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules, EvictionRules,
                                    MemoryRules, PinnedPrefix, Plan)
+
+HEDGE = "hedge"      # optional section: {marconi_alpha: α} (`Plan.marconi_alpha`)
+
 
 def used_by(path: str, model: str = "MODEL", workload: str = "--trace T",
             capacity: str = "C") -> tuple[str, ...]:
@@ -55,6 +59,8 @@ def plan_to_dict(plan: Plan, engines: Sequence[EngineFlags] = ()) -> dict[str, A
 
 def _plan_dict(plan: Plan) -> dict[str, Any]:
     extra = {} if plan.next_use is None else {"next_use": plan.next_use.to_dict()}
+    if plan.marconi_alpha is not None:
+        extra[HEDGE] = {"marconi_alpha": float(plan.marconi_alpha)}
     return {
         "schema_version": plan.schema_version,
         "model": {"name": plan.model, "cost_fingerprint": plan.cost_fingerprint},
@@ -132,7 +138,7 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
         doc = {k: v for k, v in doc.items() if k != ENGINES}
     top = r.mapping(doc, "", {"schema_version", "model", "workload", "capacity_bytes",
                               "admission", "eviction", "memory", "pinned_prefixes",
-                              "provenance", "next_use"}, partial=True)
+                              "provenance", "next_use", HEDGE}, partial=True)
     missing = sorted({"schema_version", "model", "workload", "capacity_bytes", "admission",
                       "eviction", "memory", "pinned_prefixes", "provenance"} - set(top))
     if missing:
@@ -143,6 +149,10 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
             next_use = NextUsePredictor.from_dict(top["next_use"], "next_use")
         except UserError as e:
             raise PlanError(where, str(e)) from e
+    marconi_alpha = None
+    if top.get(HEDGE) is not None:               # optional: files before #14 have none
+        hedge = r.mapping(top[HEDGE], HEDGE, {"marconi_alpha"})
+        marconi_alpha = r.number(hedge, "marconi_alpha", HEDGE, lo=0.0)
     version = r.integer(top, "schema_version", minimum=1)
     if version != SCHEMA_VERSION:
         raise PlanError(where, f"schema_version: {version}; expected {SCHEMA_VERSION} "
@@ -199,7 +209,8 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
         pinned=tuple(pins),
         provenance=tuple(prov.items()),
         schema_version=version,
-        next_use=next_use)
+        next_use=next_use,
+        marconi_alpha=marconi_alpha)
 
 
 # ---------------------------------------------------------------- private helpers
@@ -244,8 +255,10 @@ class _Reader:
         v = d.get(key)
         if v is None and optional:
             return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self._fail(field, f"expected a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            self._fail(field, f"expected a (finite) number, got {v!r}")
+        if lo is not None and hi is None and v < lo:
+            self._fail(field, f"{v} is below {lo}; expected ≥ {lo}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             self._fail(field, f"{v} is outside [{lo}, {hi}]; expected a value in that range")
         return float(v)

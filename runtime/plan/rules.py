@@ -16,8 +16,10 @@ runtime.yaml:
 Optionally a `next_use` predictor (`runtime.plan.next_use`): when present, `planned`
 evicts by predicted next use (Belady with predictions) instead of class-offset LRU.
 
-Plus `pinned` prefixes (hot shared prefixes the offline optimum keeps all the time) and
-`provenance`: what the plan was tuned on and what it was measured to reach there.
+Plus `pinned` prefixes (hot shared prefixes the offline optimum keeps all the time),
+`marconi_alpha` (the α of Marconi's eviction fitted on the same workload: the hedged
+`planned` runs its Marconi ghost at it instead of tuning one online) and `provenance`: what
+the plan was tuned on and what it was measured to reach there.
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ class Plan:
     provenance: tuple[tuple[str, Any], ...] = ()
     schema_version: int = SCHEMA_VERSION
     next_use: NextUsePredictor | None = None
+    # Marconi's α with the most FLOP savings on the planned workload (None: not fitted;
+    # the hedge's Marconi ghost then tunes α online, as the `marconi` baseline does)
+    marconi_alpha: float | None = None
 
     def rules_dict(self) -> dict[str, Any]:
         """The chosen rules as plain data (reports and JSON)."""
@@ -168,6 +173,8 @@ class Plan:
             **({} if self.next_use is None else
                {"next_use": {"levels": [len(t) for t in self.next_use.levels],
                              "horizon_ms": self.next_use.horizon_ms}}),
+            **({} if self.marconi_alpha is None else
+               {"hedge": {"marconi_alpha": self.marconi_alpha}}),
         }
 
 

@@ -146,12 +146,13 @@ def replay_policy(cls: type, workload: Workload, cost: CostModel, config: CacheC
     return result
 
 
-def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
-                      progress, executor) -> SimResult:
-    """The oracle row of a policy with ``oracle_alphas``: `cls(…, alpha=a)` replayed over
-    the whole trace for every α of ``config.marconi.alpha_grid`` (sharing the history before the
-    first eviction, where α does not matter), the highest token hit rate wins (ties: the
-    smaller α). It sees the future to choose α."""
+def fixed_alpha_results(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
+                        progress=None, executor: Executor | None = None
+                        ) -> dict[float, SimResult]:
+    """{α: the whole trace replayed under ``cls(cost, config, workload, alpha=α)``} for
+    every α of ``config.marconi.alpha_grid`` (and 0), sharing the history before the first
+    eviction, where α does not matter (a trace without evictions: {0.0: …} only). Results
+    carry no params."""
     def fixed(alpha: float):
         return cls(cost, config, workload, alpha=alpha)
 
@@ -166,10 +167,19 @@ def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: Ca
         others = [a for a in config.marconi.alpha_grid if a != 0.0]
         results.update(first.what_if(fixed(0.0), f, fixed, others, None, measure))
     first.discard()
+    return dict(sorted(results.items()))
+
+
+def _best_fixed_alpha(cls: type, workload: Workload, cost: CostModel, config: CacheConfig,
+                      progress, executor) -> SimResult:
+    """The oracle row of a policy with ``oracle_alphas``: the best of
+    `fixed_alpha_results` by token hit rate (ties: the smaller α). It sees the future to
+    choose α."""
+    results = fixed_alpha_results(cls, workload, cost, config, progress, executor)
     best = max(results, key=lambda a: (results[a].token_hit_rate, -a))
-    rates = {a: r.token_hit_rate for a, r in sorted(results.items())}
-    params = {**fixed(best).describe(),
-              "token_hit_rate_by_alpha": {str(a): round(r, 6) for a, r in rates.items()}}
+    params = {**cls(cost, config, workload, alpha=best).describe(),
+              "token_hit_rate_by_alpha": {str(a): round(r.token_hit_rate, 6)
+                                          for a, r in results.items()}}
     return dataclasses.replace(results[best], params=params)
 
 

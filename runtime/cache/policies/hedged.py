@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from typing import ClassVar
 
@@ -50,6 +51,20 @@ from marconi.runtime.seq import make_seq
 from marconi.errors import UserError
 
 
+BASELINES = ("sglang", "vllm-align", "marconi")    # the baselines a plan is hedged by
+
+
+def marconi_at(alpha: float) -> type:
+    """Marconi at the fixed α = `alpha` (never tuned), named ``marconi@<alpha>``."""
+    alpha = float(alpha)
+
+    def __init__(self, cost, config, workload):
+        Marconi.__init__(self, cost, config, workload, alpha=alpha, tune=False)
+
+    return type(f"MarconiAt{alpha}", (Marconi,), {"__init__": __init__,
+                                                 "name": f"marconi@{alpha:g}"})
+
+
 def _expert(name: str) -> type:
     """A registered policy, or ``marconi@A``: Marconi at the fixed α = A (never tuned)."""
     if not name.startswith("marconi@"):
@@ -59,13 +74,9 @@ def _expert(name: str) -> type:
     except ValueError:
         raise UserError("experts", f"{name!r}: expected marconi@ALPHA, ALPHA a number") \
             from None
-    if alpha < 0:
-        raise UserError("experts", f"{name!r}: expected α ≥ 0")
-
-    def __init__(self, cost, config, workload):
-        Marconi.__init__(self, cost, config, workload, alpha=alpha, tune=False)
-
-    return type(f"MarconiAt{alpha}", (Marconi,), {"__init__": __init__, "name": name})
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise UserError("experts", f"{name!r}: expected a finite α ≥ 0")
+    return marconi_at(alpha)
 
 
 @register("planned-hedged")
@@ -75,7 +86,7 @@ class Hedged(Policy):
     refresh = Refresh.HIT
     kv_only_leaves = True
     # names or classes; the first leads until the window says otherwise (`_first_leader`)
-    experts: ClassVar[tuple] = ("sglang", "vllm-align", "marconi")
+    experts: ClassVar[tuple] = BASELINES
     window: ClassVar[int] = 256
     margin: ClassVar[float] = 0.005         # of the window's prefill FLOPs (0.5 points)
     # the expert that leads first and whose memory layout the real cache takes (`around`);
@@ -83,6 +94,9 @@ class Hedged(Policy):
     prior: ClassVar[int | None] = None
     # requests served before the first switch; None: one full window
     evidence: ClassVar[int | None] = 0
+    # a challenger must also lead since the leader took the lead (`WindowLeader`); off:
+    # measured in docs/planner.md §12, it removes most switches and follows drift late
+    sustained: ClassVar[bool] = False
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
@@ -111,7 +125,7 @@ class Hedged(Policy):
         self.leader = self._first_leader(workload) if self.prior is None else self.prior
         evidence = self.window if self.evidence is None else self.evidence
         self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader,
-                                 evidence=evidence)
+                                 evidence=evidence, sustained=self.sustained)
         self.index: SwitchIndex | None = None
         self.cache = None
         self.ghost_times: list[float] = []      # seconds hedging took, per request
@@ -119,16 +133,17 @@ class Hedged(Policy):
 
     @classmethod
     def with_params(cls, experts=None, window=None, margin=None,
-                    evidence=None) -> type[Hedged]:
-        """This policy with other experts, window, margin or evidence (not registered)."""
+                    evidence=None, sustained=None) -> type[Hedged]:
+        """This policy with other experts, window, margin, evidence or `sustained`
+        (`WindowLeader`) rule (not registered)."""
         attrs = {k: v for k, v in (("experts", tuple(experts) if experts else None),
                                    ("window", window), ("margin", margin),
-                                   ("evidence", evidence)) if v is not None}
+                                   ("evidence", evidence), ("sustained", sustained))
+                 if v is not None}
         return type("HedgedWith", (cls,), attrs)
 
     @classmethod
-    def around(cls, policy: type, baselines: tuple = ("sglang", "vllm-align", "marconi")
-               ) -> type[Hedged]:
+    def around(cls, policy: type, baselines: tuple = BASELINES) -> type[Hedged]:
         """`policy` (e.g. `Planned` bound to a plan or to a re-planner) hedged by ghosts of
         `baselines`: it leads first, the real cache has its memory layout (a plan's split
         pools included), and the window hands the lead to a baseline only where that one's
