@@ -2,7 +2,7 @@
 online cost per request (issue #14, "Done when").
 
     python -m benchmarks.bench_planned [--full] [--fractions 1/128,...] [--workloads a,b]
-                                       [--jobs N] [--out FILE] [--sustained]
+                                       [--jobs N] [--out FILE] [--sustained] [--z Z]
     python -m benchmarks.bench_planned --tables A.json,B.json   # tables of saved rows
 
 For every workload of ``benchmarks.run --suite paper`` (the quick form unless ``--full``;
@@ -62,7 +62,7 @@ def _task(item) -> dict:
     from marconi.runtime.sim.replay import Replay
     from marconi.runtime.sim.simulator import replay_policy, summarize
 
-    key, first, second, cost, footprint, f, predictor, rho, sustained = item
+    key, first, second, cost, footprint, f, predictor, rho, (sustained, z) = item
     cap = Capacity.shared(max(1, int(footprint * f)))
     t0 = time.perf_counter()
     fitted = derive_plan(first, cost, cap)
@@ -77,8 +77,8 @@ def _task(item) -> dict:
     scores["rules"] = replay_policy(planned_policy(fitted.plan, hedged=False), second, cost,
                                     config).flop_savings
     hedged = planned_policy(fitted.plan)
-    if sustained:                       # the variant of docs/planner.md §12
-        hedged = hedged.with_params(sustained=True)
+    if sustained or z is not None:      # the variants of docs/planner.md §12
+        hedged = hedged.with_params(sustained=sustained or None, z=z)
     policy = hedged(cost, config, second)
     t0 = time.perf_counter()
     run = Replay(second, cost, policy)
@@ -120,8 +120,8 @@ def _task(item) -> dict:
             "plan_seconds": plan_s, "planned_seconds": hedged_s}
 
 
-def rows(quick: bool, fractions, only, jobs: int, sustained: bool = False
-         ) -> tuple[list[dict], list[str]]:
+def rows(quick: bool, fractions, only, jobs: int, sustained: bool = False,
+         z: float | None = None) -> tuple[list[dict], list[str]]:
     from marconi.passes import build_cost_model
     from marconi.planner import next_use as nu
     from marconi.runtime.cache.policies import get_policy
@@ -145,7 +145,7 @@ def rows(quick: bool, fractions, only, jobs: int, sustained: bool = False
                                   CacheConfig(capacity=Capacity.unbounded())).peak_bytes
         predictor = nu.fit_on(first)
         rho = nu.predictor_quality(predictor, second)
-        items += [(key, first, second, cost, footprint, f, predictor, rho, sustained)
+        items += [(key, first, second, cost, footprint, f, predictor, rho, (sustained, z))
                   for f in fractions]
 
     def done(i, row):
@@ -229,6 +229,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ap.add_argument("--sustained", action="store_true",
                     help="hedge with the sustained leader rule (Hedged.with_params)")
+    ap.add_argument("--z", type=float, default=None,
+                    help="hedge with this significance z of a lead (Hedged.with_params)")
     ap.add_argument("--tables", default=None, metavar="A.json,B.json",
                     help="print the tables of rows saved by --out (no replays)")
     args = ap.parse_args(argv)
@@ -242,7 +244,7 @@ def main(argv=None) -> None:
         return
     only = set(args.workloads.split(",")) if args.workloads else None
     found, skipped = rows(not args.full, _fractions(args.fractions), only, args.jobs,
-                          args.sustained)
+                          args.sustained, args.z)
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": found, "skipped": skipped}, indent=1))
     print(markdown(found, skipped))

@@ -49,9 +49,10 @@ def replay(cls, workload, cfg):
     return run, policy
 
 
-@pytest.mark.parametrize("sustained", [False, True])
+@pytest.mark.parametrize("sustained,z", [(False, 0.0), (True, 0.0), (False, 1.0),
+                                         (True, 2.0)])
 @pytest.mark.parametrize("seed", range(6))
-def test_window_leader_matches_its_definition(seed, sustained):
+def test_window_leader_matches_its_definition(seed, sustained, z):
     rng = random.Random(seed)
     n, k = 120, rng.randint(2, 4)
     window, margin = rng.choice([1, 5, 17, 200]), rng.choice([0.0, 0.05, 0.3])
@@ -59,10 +60,10 @@ def test_window_leader_matches_its_definition(seed, sustained):
     prefill = [float(rng.randint(1, 50)) for _ in range(n)]
     # integers: the running sums are exact, so both sides compare the same numbers
     saved = [[float(rng.randint(0, int(p))) for _ in range(k)] for p in prefill]
-    rule = WindowLeader(k, window, margin, evidence=evidence, sustained=sustained)
+    rule = WindowLeader(k, window, margin, evidence=evidence, sustained=sustained, z=z)
     fast = [rule.observe(s, p) for s, p in zip(saved, prefill)]
     assert fast == window_leaders_reference(saved, prefill, window, margin, evidence=evidence,
-                                            sustained=sustained)
+                                            sustained=sustained, z=z)
     assert rule.switches == sum(a != b for a, b in zip([0] + fast, fast))
     assert set(fast[:max(0, evidence - 1)]) <= {0}
 
@@ -401,3 +402,15 @@ def test_a_plan_with_a_fitted_alpha_is_hedged_by_marconi_at_that_alpha():
         "planned", "sglang", "vllm-align", "marconi@1.5"}
     _, online = replay(planned_policy(plan), w, cfg)
     assert online.names[-1] == "marconi" and online.ghost_policies[-1].tune
+
+
+def test_a_significant_lead_moves_the_leader_and_a_lucky_one_does_not():
+    """With z = 1: a challenger ahead by one big hit among misses (D = 20, standard error
+    56) stays behind; one ahead by 3 on every request (no spread) takes the lead. Without
+    the test both take it."""
+    lucky = [[5.0, 0.0]] * 7 + [[5.0, 60.0]]
+    steady = [[5.0, 8.0]] * 8
+    for rows, moves in ((lucky, False), (steady, True)):
+        tested, plain = WindowLeader(2, 8, 0.0, z=1.0), WindowLeader(2, 8, 0.0)
+        assert [tested.observe(r, 10.0) for r in rows][-1] == int(moves)
+        assert [plain.observe(r, 10.0) for r in rows][-1] == 1

@@ -135,15 +135,22 @@ class WindowLeader:
     With `sustained`, the challenger must also be ahead by the same margin over every
     request since the leader took the lead (since the start for the first leader): a lead
     won in one window by chance, which a switch would pay for, does not move it.
+    With ``z > 0``, the challenger's lead must also be significant: with d the per-request
+    differences (challenger's saved FLOPs − leader's) over the window's n requests, their
+    sum D must exceed z·sqrt(Σd² − D²/n), z standard errors of D if the requests were
+    independent (a one-sided test; O(experts²) per request for the window's products).
     """
 
     def __init__(self, n_experts: int, window: int, margin: float, start: int = 0,
-                 evidence: int = 0, sustained: bool = False):
+                 evidence: int = 0, sustained: bool = False, z: float = 0.0):
         self.window, self.margin = int(window), float(margin)
         self.evidence = int(evidence)
         self.sustained = bool(sustained)
+        self.z = float(z)
         self.seen = 0
         self.sums = [0.0] * n_experts
+        # Σ s_j s_k over the window (z > 0 only)
+        self.products = [[0.0] * n_experts for _ in range(n_experts)]
         self.total = 0.0
         self.since = [0.0] * n_experts          # sums since the leader took the lead
         self.since_total = 0.0
@@ -160,12 +167,16 @@ class WindowLeader:
         for k, s in enumerate(row):
             sums[k] += s
             since[k] += s
+        if self.z:
+            self._add_products(row, 1.0)
         self.total += prefill
         self.since_total += prefill
         if len(self.rows) > self.window:
             old, p = self.rows.popleft()
             for k, s in enumerate(old):
                 sums[k] -= s
+            if self.z:
+                self._add_products(old, -1.0)
             self.total -= p
         self.seen += 1
         if self.seen < self.evidence:
@@ -173,20 +184,35 @@ class WindowLeader:
         best = max(range(len(sums)), key=lambda k: (sums[k], -k))
         lead = self.leader
         if best != lead and sums[best] > sums[lead] + self.margin * self.total and (
-                not self.sustained or since[best] > since[lead] + self.margin * self.since_total):
+                not self.sustained or since[best] > since[lead] + self.margin * self.since_total
+        ) and (not self.z or self._significant(best, lead)):
             self.leader = best
             self.switches += 1
             self.since = [0.0] * len(sums)
             self.since_total = 0.0
         return self.leader
 
+    def _add_products(self, row: tuple[float, ...], sign: float) -> None:
+        for j, a in enumerate(row):
+            pj = self.products[j]
+            for k, b in enumerate(row):
+                pj[k] += sign * a * b
+
+    def _significant(self, best: int, lead: int) -> bool:
+        q = self.products
+        d = self.sums[best] - self.sums[lead]
+        squares = q[best][best] + q[lead][lead] - 2.0 * q[best][lead]
+        spread = max(0.0, squares - d * d / len(self.rows))
+        return d > self.z * spread ** 0.5
+
 
 def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence[float],
                              window: int, margin: float, start: int = 0,
-                             evidence: int = 0, sustained: bool = False) -> list[int]:
-    """`WindowLeader`'s leaders after each request, by definition: the window sums (and
-    with `sustained` the sums since the last switch) are recomputed from the whole history
-    every time."""
+                             evidence: int = 0, sustained: bool = False,
+                             z: float = 0.0) -> list[int]:
+    """`WindowLeader`'s leaders after each request, by definition: the window sums (with
+    `sustained` the sums since the last switch, with `z` the per-request differences) are
+    recomputed from the whole history every time."""
     leader, began, out = start, 0, []
     n = len(saved[0]) if saved else 0
 
@@ -200,7 +226,12 @@ def window_leaders_reference(saved: Sequence[Sequence[float]], prefill: Sequence
         if t + 1 >= evidence and best != leader and \
                 sums[best] > sums[leader] + margin * window_prefill:
             since, since_prefill = total(began, t)
-            if not sustained or since[best] > since[leader] + margin * since_prefill:
+            lo = max(0, t + 1 - window)
+            d = [saved[u][best] - saved[u][leader] for u in range(lo, t + 1)]
+            mean = sum(d) / len(d)
+            spread = sum((x - mean) ** 2 for x in d)        # = Σd² − D²/n
+            if (not sustained or since[best] > since[leader] + margin * since_prefill) and \
+                    (not z or sum(d) > z * spread ** 0.5):
                 leader, began = best, t + 1
         out.append(leader)
     return out

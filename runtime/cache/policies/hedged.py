@@ -52,6 +52,10 @@ from marconi.errors import UserError
 
 
 BASELINES = ("sglang", "vllm-align", "marconi")    # the baselines a plan is hedged by
+# the standard errors a baseline's window lead must reach to take the lead from a plan
+# (`WindowLeader`'s z; docs/planner.md §12: a switch costs the real cache, and on chat
+# most one-window leads are a few lucky hits)
+SIGNIFICANCE = 2.0
 
 
 def marconi_at(alpha: float) -> type:
@@ -97,6 +101,9 @@ class Hedged(Policy):
     # a challenger must also lead since the leader took the lead (`WindowLeader`); off:
     # measured in docs/planner.md §12, it removes most switches and follows drift late
     sustained: ClassVar[bool] = False
+    # a challenger's window lead must be this many standard errors (0: no test;
+    # `WindowLeader`)
+    z: ClassVar[float] = 0.0
 
     def __init__(self, cost, config, workload):
         super().__init__(cost, config, workload)
@@ -125,7 +132,7 @@ class Hedged(Policy):
         self.leader = self._first_leader(workload) if self.prior is None else self.prior
         evidence = self.window if self.evidence is None else self.evidence
         self.rule = WindowLeader(len(classes), self.window, self.margin, start=self.leader,
-                                 evidence=evidence, sustained=self.sustained)
+                                 evidence=evidence, sustained=self.sustained, z=self.z)
         self.index: SwitchIndex | None = None
         self.cache = None
         self.ghost_times: list[float] = []      # seconds hedging took, per request
@@ -133,12 +140,13 @@ class Hedged(Policy):
 
     @classmethod
     def with_params(cls, experts=None, window=None, margin=None,
-                    evidence=None, sustained=None) -> type[Hedged]:
-        """This policy with other experts, window, margin, evidence or `sustained`
+                    evidence=None, sustained=None, z=None) -> type[Hedged]:
+        """This policy with other experts, window, margin, evidence, `sustained` or `z`
         (`WindowLeader`) rule (not registered)."""
         attrs = {k: v for k, v in (("experts", tuple(experts) if experts else None),
                                    ("window", window), ("margin", margin),
-                                   ("evidence", evidence), ("sustained", sustained))
+                                   ("evidence", evidence), ("sustained", sustained),
+                                   ("z", z))
                  if v is not None}
         return type("HedgedWith", (cls,), attrs)
 
@@ -147,12 +155,13 @@ class Hedged(Policy):
         """`policy` (e.g. `Planned` bound to a plan or to a re-planner) hedged by ghosts of
         `baselines`: it leads first, the real cache has its memory layout (a plan's split
         pools included), and the window hands the lead to a baseline only where that one's
-        ghost did better, and not before one full window of evidence (the plan, fitted on
-        more requests than a window holds, is a strong prior; docs/planner.md §12). Not
-        registered; its results carry `policy`'s name."""
+        ghost did better by `SIGNIFICANCE` standard errors of the window's differences, and
+        not before one full window of evidence (the plan, fitted on more requests than a
+        window holds, is a strong prior; docs/planner.md §12). Not registered; its results
+        carry `policy`'s name."""
         return type(f"Hedged{policy.__name__}", (cls,),
                     {"experts": (policy, *baselines), "prior": 0, "evidence": None,
-                     "name": policy.name or policy.__name__})
+                     "z": SIGNIFICANCE, "name": policy.name or policy.__name__})
 
     def capacity(self):
         if self.prior is None:
