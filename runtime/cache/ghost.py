@@ -152,7 +152,8 @@ class WindowLeader:
         # Σ s_j s_k over the window (z > 0 only)
         self.products = [[0.0] * n_experts for _ in range(n_experts)]
         self.total = 0.0
-        self.since = [0.0] * n_experts          # sums since the leader took the lead
+        # sums since the leader took the lead (kept with `sustained` only)
+        self.since = [0.0] * n_experts
         self.since_total = 0.0
         self.rows: deque[tuple[tuple[float, ...], float]] = deque()
         self.leader = start
@@ -166,11 +167,13 @@ class WindowLeader:
         sums, since = self.sums, self.since
         for k, s in enumerate(row):
             sums[k] += s
-            since[k] += s
+        if self.sustained:
+            for k, s in enumerate(row):
+                since[k] += s
+            self.since_total += prefill
         if self.z:
             self._add_products(row, 1.0)
         self.total += prefill
-        self.since_total += prefill
         if len(self.rows) > self.window:
             old, p = self.rows.popleft()
             for k, s in enumerate(old):
