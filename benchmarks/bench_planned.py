@@ -3,6 +3,7 @@ online cost per request (issue #14, "Done when").
 
     python -m benchmarks.bench_planned [--full] [--fractions 1/128,...] [--workloads a,b]
                                        [--jobs N] [--out FILE] [--sustained] [--z Z]
+                                       [--warm | --cold]
     python -m benchmarks.bench_planned --tables A.json,B.json   # tables of saved rows
 
 For every workload of ``benchmarks.run --suite paper`` (the quick form unless ``--full``;
@@ -62,7 +63,7 @@ def _task(item) -> dict:
     from marconi.runtime.sim.replay import Replay
     from marconi.runtime.sim.simulator import replay_policy, summarize
 
-    key, first, second, cost, footprint, f, predictor, rho, (sustained, z) = item
+    key, first, second, cost, footprint, f, predictor, rho, (sustained, z, warm) = item
     cap = Capacity.shared(max(1, int(footprint * f)))
     t0 = time.perf_counter()
     fitted = derive_plan(first, cost, cap)
@@ -77,8 +78,8 @@ def _task(item) -> dict:
     scores["rules"] = replay_policy(planned_policy(fitted.plan, hedged=False), second, cost,
                                     config).flop_savings
     hedged = planned_policy(fitted.plan)
-    if sustained or z is not None:      # the variants of docs/planner.md §12
-        hedged = hedged.with_params(sustained=sustained or None, z=z)
+    if sustained or z is not None or warm is not None:   # the variants of planner.md §12
+        hedged = hedged.with_params(sustained=sustained or None, z=z, warm=warm)
     policy = hedged(cost, config, second)
     t0 = time.perf_counter()
     run = Replay(second, cost, policy)
@@ -121,7 +122,7 @@ def _task(item) -> dict:
 
 
 def rows(quick: bool, fractions, only, jobs: int, sustained: bool = False,
-         z: float | None = None) -> tuple[list[dict], list[str]]:
+         z: float | None = None, warm: bool | None = None) -> tuple[list[dict], list[str]]:
     from marconi.passes import build_cost_model
     from marconi.planner import next_use as nu
     from marconi.runtime.cache.policies import get_policy
@@ -145,7 +146,8 @@ def rows(quick: bool, fractions, only, jobs: int, sustained: bool = False,
                                   CacheConfig(capacity=Capacity.unbounded())).peak_bytes
         predictor = nu.fit_on(first)
         rho = nu.predictor_quality(predictor, second)
-        items += [(key, first, second, cost, footprint, f, predictor, rho, (sustained, z))
+        items += [(key, first, second, cost, footprint, f, predictor, rho,
+                   (sustained, z, warm))
                   for f in fractions]
 
     def done(i, row):
@@ -231,6 +233,11 @@ def main(argv=None) -> None:
                     help="hedge with the sustained leader rule (Hedged.with_params)")
     ap.add_argument("--z", type=float, default=None,
                     help="hedge with this significance z of a lead (Hedged.with_params)")
+    switch = ap.add_mutually_exclusive_group()
+    switch.add_argument("--warm", dest="warm", action="store_const", const=True,
+                        default=None, help="hedge with warm switches (Hedged.with_params)")
+    switch.add_argument("--cold", dest="warm", action="store_const", const=False,
+                        help="hedge with cold switches (Hedged.with_params)")
     ap.add_argument("--tables", default=None, metavar="A.json,B.json",
                     help="print the tables of rows saved by --out (no replays)")
     args = ap.parse_args(argv)
@@ -244,7 +251,7 @@ def main(argv=None) -> None:
         return
     only = set(args.workloads.split(",")) if args.workloads else None
     found, skipped = rows(not args.full, _fractions(args.fractions), only, args.jobs,
-                          args.sustained, args.z)
+                          args.sustained, args.z, args.warm)
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": found, "skipped": skipped}, indent=1))
     print(markdown(found, skipped))

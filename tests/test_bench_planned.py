@@ -27,7 +27,7 @@ def row():
                               CacheConfig(capacity=Capacity.unbounded())).peak_bytes
     predictor = nu.fit_on(first)
     item = ("chat", first, second, cost, footprint, 0.25, predictor,
-            nu.predictor_quality(predictor, second), (False, None))
+            nu.predictor_quality(predictor, second), (False, None, None))
     return bp._task(item), (first, second, cost, footprint)
 
 

@@ -5,13 +5,14 @@ clone of the same contents, and following whichever expert is best on small work
 from __future__ import annotations
 
 import random
+import types
 
 import pytest
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.eviction import LeafLRU
-from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, \
-    window_leaders_reference
+from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, held_in, \
+    held_in_reference, window_leaders_reference
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.policies.hedged import Hedged
@@ -414,3 +415,75 @@ def test_a_significant_lead_moves_the_leader_and_a_lucky_one_does_not():
         tested, plain = WindowLeader(2, 8, 0.0, z=1.0), WindowLeader(2, 8, 0.0)
         assert [tested.observe(r, 10.0) for r in rows][-1] == int(moves)
         assert [plain.observe(r, 10.0) for r in rows][-1] == 1
+
+
+def _halfway(name, w, cfg):
+    run = Replay(w, COST, get_policy(name)(COST, cfg, w))
+    run.run(stop=len(w.requests) // 2)
+    return run
+
+
+@pytest.mark.parametrize("workload", [chat, agents])
+@pytest.mark.parametrize("a, b, some", [
+    ("sglang", "sglang", True), ("vllm-align", "vllm-align", True),
+    ("sglang", "marconi", True), ("marconi", "sglang", True),
+    # vLLM's states sit on block boundaries, SGLang's at input ends: few or none shared
+    ("sglang", "vllm-align", False), ("vllm-align", "sglang", False)])
+def test_held_in_matches_its_definition(workload, a, b, some):
+    """Which nodes of one policy's cache another's holds (path and state), by one walk,
+    against every prefix of the other tree; both trees halfway through the same requests,
+    at different capacities (policies with the same admission: some nodes held, not all)."""
+    w = workload()
+    one = _halfway(a, w, config(w, 0.3)).cache
+    other = _halfway(b, w, config(w, 0.05)).cache
+    held = held_in(one, other)
+    assert held == held_in_reference(one, other)
+    n = sum(1 for _ in one.nodes()) - 1
+    assert len(held) < n
+    if some:
+        assert held
+    assert held_in(one, one).keys() == {node.uid for node in one.nodes()} - {one.root.uid}
+
+
+def test_a_warm_switch_evicts_first_what_the_new_leader_lacks():
+    """After `_warm_to` a ghost, the nodes the ghost holds carry its recency, the others
+    are older than all of them, and an LRU index evicts a held node only when no node the
+    ghost lacks is a candidate."""
+    w = chat()
+    run = _halfway("vllm-align", w, config(w, 0.1))
+    ghost = _halfway("sglang", w, config(w, 0.05)).cache
+    cache = run.cache
+    held = held_in(cache, ghost)
+    Hedged._warm_to(types.SimpleNamespace(cache=cache), ghost)
+    nodes = [n for n in cache.nodes() if n is not cache.root]
+    assert all(n.last_access == held[n.uid].last_access for n in nodes if n.uid in held)
+    foreign = [n for n in nodes if n.uid not in held]
+    assert foreign and len(foreign) < len(nodes)
+    assert max(n.last_access for n in foreign) < min(n.last_access for n in nodes
+                                                     if n.uid in held)
+    run.cache.index = index = SwitchIndex(LeafLRU())
+    index.bind(cache)
+    index.switch(LeafLRU())
+    evicted_held = 0
+    while (v := index.victim()) is not None:
+        node = v[0]
+        if node.uid in held:
+            evicted_held += 1
+            assert not any(n.alive and not n.children and n.uid not in held
+                           for n in cache.nodes() if n is not cache.root)
+        cache.evict_node(*v)
+        index.release()
+    assert evicted_held > 0
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2])
+def test_a_warm_switch_changes_nothing_before_the_first_switch(fraction):
+    w = chat()
+    cfg = config(w, fraction)
+    H = Hedged.with_params(experts=(Nothing, "sglang", "marconi"), window=8)
+    cold, cold_policy = replay(H, w, cfg)
+    warm, warm_policy = replay(H.with_params(warm=True), w, cfg)
+    first = cold_policy.leaders.index(1)
+    assert warm_policy.leaders[:first + 1] == cold_policy.leaders[:first + 1]
+    assert warm.hits[:first] == cold.hits[:first]
+    assert sum(warm.hits) > 0

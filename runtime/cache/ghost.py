@@ -15,6 +15,10 @@ workload, so the ghost's Marconi tunes as the real one would.
 on a switch, files every node present into the new leader's fresh index (the entries the
 real cache holds, never the new leader's ghost contents).
 
+`held_in` says which nodes of one tree another holds too (the same ids, and a state where
+the first has one); `held_in_reference` is its definition by every prefix of the other
+tree. The hedged policy uses it for a warm switch (`Hedged._warm_to`).
+
 `WindowLeader` is the selection rule: follow the expert with the most FLOPs saved over the
 last `window` requests, switching only when a challenger beats the leader there by more
 than `margin` of the window's prefill FLOPs (and, `sustained`, over every request since
@@ -122,6 +126,62 @@ class SwitchIndex:
             node.cand = False
             node.eff = 0.0
             inner.update(node)
+
+
+def held_in(cache: PrefixTree, other: PrefixTree) -> dict[int, Node]:
+    """For each node of `cache` (by uid) that `other` holds too, the node of `other` whose
+    edge holds its end: `other` caches the node's whole path (the same ids), and a state
+    at its end where the node has one. One walk of `cache` with the matching position in
+    `other` carried along (O(ids of `cache`))."""
+    out: dict[int, Node] = {}
+    # (node of `cache`, node of `other` whose edge holds the end of it, ids into that edge)
+    stack = [(c, other.root, 0) for c in cache.root.children.values()]
+    while stack:
+        node, g, j = stack.pop()
+        ok = True
+        for x in node.key:
+            if j == len(g.key):              # at the end of g's edge: step into a child
+                g = g.children.get(x)
+                if g is None:
+                    ok = False
+                    break
+                j = 0
+            if g.key[j] != x:
+                ok = False
+                break
+            j += 1
+        if not ok:
+            continue                         # nothing below is held either
+        if not node.ckpt or (j == len(g.key) and g.ckpt):
+            out[node.uid] = g
+        stack.extend((c, g, j) for c in node.children.values())
+    return out
+
+
+def held_in_reference(cache: PrefixTree, other: PrefixTree) -> dict[int, Node]:
+    """`held_in` by definition: every prefix of ids `other` caches, mapped to the node
+    whose edge holds its end, and each node of `cache` looked up by its whole path."""
+    def path(node):
+        keys = []
+        while node.parent is not None:
+            keys.append(node.key)
+            node = node.parent
+        return tuple(x for key in reversed(keys) for x in key)
+
+    prefixes = {}
+    for g in other.nodes():
+        if g is not other.root:
+            base = path(g.parent)
+            for j in range(1, len(g.key) + 1):
+                prefixes[base + g.key[:j]] = g
+    out = {}
+    for node in cache.nodes():
+        if node is cache.root:
+            continue
+        g = prefixes.get(path(node))
+        if g is not None and (not node.ckpt or (g.depth == node.depth and g.ckpt)):
+            out[node.uid] = g
+    return out
 
 
 class WindowLeader:
