@@ -10,6 +10,8 @@ the edge's lower key, namely those that pass the key with an input at least as d
 - `label_passes`: every pass of every key (a request using it) with its online features
   (`runtime.plan.next_use.bin_features`) and the true gap to the next pass (∞ if none).
 - `fit_predictor`: backoff tables of the mean capped log gap (`NextUsePredictor`).
+- `fit_reuse_odds`: backoff tables of the gap's survival counts (`ReuseOdds`), which say
+  how likely an entry that has already waited is to be used soon.
 - `spearman`: rank correlation (average ranks for ties) of predicted vs true gaps.
 - `with_next_use(base, make)`: a policy class `base` whose eviction is `NextUseIndex`
   over the estimate ``make(policy)``; the policy counts the requests it has seen so the
@@ -28,6 +30,7 @@ from marconi.planner.prefix_tree import PrefixTree, build_prefix_tree
 from marconi.runtime.cache.next_use_index import NextUseIndex, PredictedNextUse
 from marconi.runtime.cache.tree import Node
 from marconi.runtime.plan.next_use import FEATURES, NextUsePredictor, bin_features
+from marconi.runtime.plan.reuse_odds import ReuseOdds
 from marconi.runtime.workload import Workload
 
 
@@ -137,6 +140,44 @@ def fit_on(workload: Workload, min_count: int = 20) -> NextUsePredictor:
     """A predictor fitted on every pass of `workload` (horizon: its time span)."""
     t = [r.arrival_ms for r in workload.requests]
     return fit_predictor(label_passes(workload), max(t[-1] - t[0], 1.0), min_count)
+
+
+def odds_edges(horizon_ms: float) -> tuple[float, ...]:
+    """0, then 1 s, 2 s, 4 s, … up to the first edge at or past `horizon_ms`."""
+    edges, t = [0.0], 1000.0
+    while True:
+        edges.append(t)
+        if t >= horizon_ms:
+            return tuple(edges)
+        t *= 2.0
+
+
+def fit_reuse_odds(passes: Passes, horizon_ms: float, candidates: int = 1,
+                   min_count: int = 10) -> ReuseOdds:
+    """Survival counts of the gap to the next pass per feature bins (`ReuseOdds`): for
+    each level k, every key of the first k+1 bins with at least `min_count` passes."""
+    edges = odds_edges(horizon_ms)
+    gaps = passes.gap_ms
+    # [P, E] bool: did the pass wait longer than each edge (∞: never used again)
+    waited = gaps[:, None] > np.asarray(edges)[None, :]
+    levels = []
+    for k in range(len(FEATURES)):
+        keys, inv, counts = np.unique(passes.bins[:, :k + 1], axis=0, return_inverse=True,
+                                      return_counts=True)
+        inv = inv.reshape(-1)
+        table = np.stack([np.bincount(inv, weights=waited[:, j], minlength=len(keys))
+                          for j in range(len(edges))], axis=1) if len(keys) else             np.zeros((0, len(edges)))
+        levels.append({tuple(int(x) for x in key): tuple(int(round(v)) for v in row)
+                       for key, row, c in zip(keys, table, counts) if c >= min_count})
+    prior = tuple(int(v) for v in waited.sum(axis=0)) if len(gaps) else (0,) * len(edges)
+    return ReuseOdds(edges_ms=edges, prior=prior, levels=tuple(levels),
+                     candidates=candidates, min_count=min_count)
+
+
+def reuse_odds_on(workload: Workload, candidates: int = 1) -> ReuseOdds:
+    """`fit_reuse_odds` on every pass of `workload` (horizon: its time span)."""
+    t = [r.arrival_ms for r in workload.requests]
+    return fit_reuse_odds(label_passes(workload), max(t[-1] - t[0], 1.0), candidates)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,7 +33,7 @@ from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.planner.candidates import build_problem
 from marconi.planner.derive import OfflineInsights, analyze, initial_plan
-from marconi.planner.next_use import fit_on
+from marconi.planner.next_use import fit_on, reuse_odds_on
 from marconi.planner.offline import BoundReport, offline_bound
 from marconi.runtime.plan.rules import Plan
 from marconi.planner.tune import (Trial, coordinate_search, marconi_alpha, replay_savings,
@@ -62,13 +62,18 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
                 chunk_tokens: int | None = None, memory_split: bool = True,
                 bound_method: str = "auto", tune_replays: int | None = None,
                 config: CacheConfig | None = None, warmup: float = 0.0,
-                next_use: bool = False, fit_alpha: bool = True) -> PlanResult:
+                next_use: bool = False, fit_alpha: bool = True,
+                reuse_odds: bool = True) -> PlanResult:
     """A Plan for `workload` at `capacity` (one shared pool), tuned on `workload` itself (on the
     requests after the first `warmup` fraction, which only warm the cache up). With
     `next_use`, a next-use predictor (`planner.next_use`) is fitted on `workload` and kept
     in the plan if its replay there saves more FLOPs than the tuned class offsets. With
     `fit_alpha`, the plan carries the Marconi α fitted on `workload` (`Plan.marconi_alpha`;
-    one replay per α of the grid, sharing the history before the first eviction)."""
+    one replay per α of the grid, sharing the history before the first eviction). With
+    `reuse_odds`, survival counts of next-use gaps are fitted on `workload`
+    (`planner.next_use.reuse_odds_on`) and the tuner tries refining the eviction order by
+    them among its first 8 or 64 victims, with a table of the first half of `workload`;
+    where that was chosen the plan carries the table refitted on all of it."""
     n = len(workload.requests)
     if n < 2:
         raise PlanError(workload.name, f"requests: the trace has {n} request"
@@ -81,12 +86,21 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
     insights = analyze(problem, workload, bound.rounded.hits)
     log.info("offline schedule of %s: %s", workload.name, insights.to_dict())
     plan = initial_plan(insights, cost, workload, problem.capacity_bytes, chunk_tokens)
+    if reuse_odds:
+        # tuned with a table of the first half only, so that the replay of the second half
+        # scores it on passes it was not fitted to (a table fitted on the passes it is
+        # scored on knows their gaps); shipped refitted on the whole workload
+        plan = dataclasses.replace(plan, reuse_odds=reuse_odds_on(workload.split()[0]))
     base = config or CacheConfig(capacity=capacity)
     config = dataclasses.replace(base, capacity=capacity,
                                  chunk_tokens=chunk_tokens, warmup=warmup)
     space = search_space(plan, insights, memory_split)
     plan, best, trials = coordinate_search(
         plan, space, lambda p: replay_savings(p, workload, cost, config), tune_replays)
+    if plan.reuse_odds is not None:
+        k = plan.reuse_odds.candidates
+        plan = dataclasses.replace(plan, reuse_odds=None if k <= 1 else   # not chosen
+                                   reuse_odds_on(workload, candidates=k))
     if next_use:
         with_predictor = dataclasses.replace(plan, next_use=fit_on(workload))
         savings = replay_savings(with_predictor, workload, cost, config)

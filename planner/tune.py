@@ -90,6 +90,11 @@ def search_space(plan: Plan, insights: OfflineInsights, memory_split: bool
         unit = grid if grid > 1 else 256
         space += [("stride_tokens", [None, 4 * unit, 16 * unit, 64 * unit],
                    admission("stride_tokens"))]
+    if plan.reuse_odds is not None:
+        # refine the order among its first K victims by the odds of reuse (1: off)
+        space += [("reuse_odds.candidates", [plan.reuse_odds.candidates, 8, 64],
+                   lambda p, v: dataclasses.replace(p, reuse_odds=dataclasses.replace(
+                       p.reuse_odds, candidates=v)))]
     if memory_split and 0.0 < insights.state_share < 1.0:
         frac = min(0.9, max(0.05, insights.state_share))
         space += [("memory", [MemoryRules(), MemoryRules("split", round(frac, 3))],

@@ -82,16 +82,15 @@ class NextUseIndex(HeapIndex):
         self._keys.clear()
 
 
-class PredictedNextUse:
-    """`NextUse` from a `NextUsePredictor` and each entry's own pass history (kept here,
-    per node: first pass, passes, last pass, last gap). A pass is an update at which the
-    node's `last_access` moved (a request touched it)."""
+class PassHistory:
+    """Each node's passes, by uid: [first pass, earlier passes, last pass, last gap | None]
+    (ms). A pass is an update at which the node's `last_access` moved (a request touched
+    it); the first update of a node is its first pass."""
 
-    def __init__(self, predictor: NextUsePredictor):
-        self.predictor = predictor
-        self._hist: dict[int, list] = {}     # uid → [first_ms, passes, last_ms, gap_ms|None]
+    def __init__(self):
+        self._hist: dict[int, list] = {}
 
-    def __call__(self, node: Node) -> float:
+    def note(self, node: Node) -> list:
         h = self._hist.get(node.uid)
         if h is None:
             h = self._hist[node.uid] = [node.last_access, 0, node.last_access, None]
@@ -99,8 +98,27 @@ class PredictedNextUse:
             h[1] += 1
             h[3] = node.last_access - h[2]
             h[2] = node.last_access
-        bins = bin_features(h[1], h[3], node.tokens, h[2] - h[0])
-        return h[2] + self.predictor.gap_ms(bins)
+        return h
+
+    def bins(self, node: Node, h: list) -> tuple[int, int, int, int]:
+        """The binned features of the node's last pass (`bin_features`)."""
+        return bin_features(h[1], h[3], node.tokens, h[2] - h[0])
 
     def forget(self, node: Node) -> None:
         self._hist.pop(node.uid, None)
+
+
+class PredictedNextUse:
+    """`NextUse` from a `NextUsePredictor` and each entry's own pass history
+    (`PassHistory`)."""
+
+    def __init__(self, predictor: NextUsePredictor):
+        self.predictor = predictor
+        self.history = PassHistory()
+
+    def __call__(self, node: Node) -> float:
+        h = self.history.note(node)
+        return h[2] + self.predictor.gap_ms(self.history.bins(node, h))
+
+    def forget(self, node: Node) -> None:
+        self.history.forget(node)

@@ -22,6 +22,7 @@ from marconi.errors import PlanError
 from marconi.passes.cost_model import CostModel
 from marconi.errors import UserError
 from marconi.runtime.plan.next_use import NextUsePredictor
+from marconi.runtime.plan.reuse_odds import ReuseOdds
 from marconi.runtime.plan.engine_flags import (SECTION as ENGINES, EngineFlags,
                                                engines_from_dict, engines_to_dict,
                                                load_engines)   # re-exported: the reader
@@ -29,6 +30,7 @@ from marconi.runtime.plan.rules import (CLASSES, SCHEMA_VERSION, AdmissionRules,
                                    MemoryRules, PinnedPrefix, Plan)
 
 HEDGE = "hedge"      # optional section: {marconi_alpha: α} (`Plan.marconi_alpha`)
+REUSE_ODDS = "reuse_odds"    # optional section: `Plan.reuse_odds` (`ReuseOdds.to_dict`)
 
 
 def used_by(path: str, model: str = "MODEL", workload: str = "--trace T",
@@ -61,6 +63,8 @@ def _plan_dict(plan: Plan) -> dict[str, Any]:
     extra = {} if plan.next_use is None else {"next_use": plan.next_use.to_dict()}
     if plan.marconi_alpha is not None:
         extra[HEDGE] = {"marconi_alpha": float(plan.marconi_alpha)}
+    if plan.reuse_odds is not None:
+        extra[REUSE_ODDS] = plan.reuse_odds.to_dict()
     return {
         "schema_version": plan.schema_version,
         "model": {"name": plan.model, "cost_fingerprint": plan.cost_fingerprint},
@@ -138,7 +142,8 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
         doc = {k: v for k, v in doc.items() if k != ENGINES}
     top = r.mapping(doc, "", {"schema_version", "model", "workload", "capacity_bytes",
                               "admission", "eviction", "memory", "pinned_prefixes",
-                              "provenance", "next_use", HEDGE}, partial=True)
+                              "provenance", "next_use", HEDGE, REUSE_ODDS},
+                    partial=True)
     missing = sorted({"schema_version", "model", "workload", "capacity_bytes", "admission",
                       "eviction", "memory", "pinned_prefixes", "provenance"} - set(top))
     if missing:
@@ -147,6 +152,12 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
     if top.get("next_use") is not None:          # optional: files before #14 have none
         try:
             next_use = NextUsePredictor.from_dict(top["next_use"], "next_use")
+        except UserError as e:
+            raise PlanError(where, str(e)) from e
+    reuse_odds = None
+    if top.get(REUSE_ODDS) is not None:          # optional: files before it have none
+        try:
+            reuse_odds = ReuseOdds.from_dict(top[REUSE_ODDS], REUSE_ODDS)
         except UserError as e:
             raise PlanError(where, str(e)) from e
     marconi_alpha = None
@@ -210,7 +221,8 @@ def plan_from_dict(doc: Any, where: str) -> Plan:
         provenance=tuple(prov.items()),
         schema_version=version,
         next_use=next_use,
-        marconi_alpha=marconi_alpha)
+        marconi_alpha=marconi_alpha,
+        reuse_odds=reuse_odds)
 
 
 # ---------------------------------------------------------------- private helpers

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from marconi.runtime.plan.next_use import NextUsePredictor
+from marconi.runtime.plan.reuse_odds import ReuseOdds
 
 SCHEMA_VERSION = 1
 
@@ -159,6 +160,9 @@ class Plan:
     # Marconi's α with the most FLOP savings on the planned workload (None: not fitted;
     # the hedge's Marconi ghost then tunes α online, as the `marconi` baseline does)
     marconi_alpha: float | None = None
+    # survival counts that refine the class-offset order among its first victims (None or
+    # candidates = 1: the order as it is; `runtime.plan.reuse_odds`)
+    reuse_odds: ReuseOdds | None = None
 
     def rules_dict(self) -> dict[str, Any]:
         """The chosen rules as plain data (reports and JSON)."""
@@ -175,6 +179,10 @@ class Plan:
                              "horizon_ms": self.next_use.horizon_ms}}),
             **({} if self.marconi_alpha is None else
                {"hedge": {"marconi_alpha": self.marconi_alpha}}),
+            **({} if self.reuse_odds is None else
+               {"reuse_odds": {"candidates": self.reuse_odds.candidates,
+                               "levels": [len(t) for t in self.reuse_odds.levels],
+                               "edges": len(self.reuse_odds.edges_ms)}}),
         }
 
 

@@ -12,7 +12,8 @@ from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.policies import register
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.eviction import HeapIndex
-from marconi.runtime.cache.next_use_index import NextUseIndex, PredictedNextUse
+from marconi.runtime.cache.next_use_index import NextUseIndex, PassHistory, \
+    PredictedNextUse
 from marconi.runtime.cache.policies.marconi import flop_efficiency
 from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh
 from marconi.runtime.workload import Workload
@@ -241,12 +242,22 @@ class ClassOffsetLRU(HeapIndex):
     nodes with a state and at most one child, and leaves; ties go to the older node. A
     leaf victim is `REMOVE`d, a single-child one loses its state (`DROP_STATE`). The heap
     plumbing (stamps, compaction, locked tops) is `HeapIndex`'s.
+
+    With the rules' reuse odds (`Plan.reuse_odds`, K = its ``candidates`` > 1) the order
+    is refined: of the K first unlocked candidates of that order, the victim is the one
+    least likely to be used within the K's LRU age (now − their oldest last access) given
+    how long it has waited since its last pass (`ReuseOdds.odds` of its `PassHistory`);
+    ties keep the order. ``reference=True`` takes the K first from a scan of every filed
+    candidate instead of the heap (the slow definition, for tests).
     """
 
-    def __init__(self, policy: Planned):
+    def __init__(self, policy: Planned, reference: bool = False):
         super().__init__()
         self.policy = policy
+        self.reference = reference
         self._heap: list = []
+        self._filed: dict[int, tuple] = {}     # reference: uid → its live entry
+        self.history = PassHistory()           # with reuse odds only
 
     def _heaps(self):
         return (self._heap,)
@@ -255,15 +266,33 @@ class ClassOffsetLRU(HeapIndex):
         node.stamp += 1
         cand = node.alive and ((node.ckpt and len(node.children) <= 1) or not node.children)
         self._count(node, cand, self._heap)
+        if self._odds() is not None:
+            if node.alive:
+                self.history.note(node)
+            else:
+                self.history.forget(node)
         if cand:
             key = node.last_access + self.policy.offset(node)
-            heapq.heappush(self._heap, (key, node.uid, node.stamp, node))
+            entry = (key, node.uid, node.stamp, node)
+            heapq.heappush(self._heap, entry)
+            if self.reference:
+                self._filed[node.uid] = entry
+        elif self.reference:
+            self._filed.pop(node.uid, None)
 
     def victim(self):
-        entry = self._top(self._heap)
-        if entry is None:
-            return None
-        node = entry[-1]
+        odds = self._odds()
+        if odds is None:
+            entry = self._top(self._heap)
+            if entry is None:
+                return None
+            node = entry[-1]
+        else:
+            first = self._first_reference(odds.candidates) if self.reference else \
+                self._first(odds.candidates)
+            if not first:
+                return None
+            node = self._least_likely(first, odds)
         return node, (REMOVE if not node.children else DROP_STATE)
 
     def rekey(self) -> None:
@@ -273,6 +302,37 @@ class ClassOffsetLRU(HeapIndex):
         for node in nodes:
             self._count(node, False, self._heap)
             self.update(node)
+
+    def _odds(self):
+        odds = self.policy.rules.reuse_odds
+        return odds if odds is not None and odds.candidates > 1 else None
+
+    def _first(self, k: int) -> list[tuple]:
+        """The k first live unlocked entries of the heap (left in it)."""
+        heap, out = self._heap, []
+        while len(out) < k:
+            if self._top(heap) is None:
+                break
+            out.append(heapq.heappop(heap))
+        for entry in out:
+            heapq.heappush(heap, entry)
+        return out
+
+    def _first_reference(self, k: int) -> list[tuple]:
+        live = [e for e in self._filed.values() if e[-1].alive and not e[-1].lock_ref]
+        return sorted(live, key=lambda e: e[:2])[:k]
+
+    def _least_likely(self, first: list[tuple], odds) -> object:
+        now = self.cache.clock.now
+        within = now - min(e[-1].last_access for e in first)
+        hist = self.history
+
+        def key(e):
+            node = e[-1]
+            h = hist.note(node)
+            return odds.odds(hist.bins(node, h), now - h[2], within), e[0], e[1]
+
+        return min(first, key=key)[-1]
 
 
 def _outputs_have_ids(workload: Workload) -> bool:
