@@ -24,6 +24,8 @@ scored half's reference footprint, the unbounded `sglang` peak bytes, as
   (eviction by the next use predicted by `planner.next_use` fitted on the first half),
   and the rounded offline schedule ``offline`` and upper ``bound`` of the scored half;
 - ``closure`` = (planned − best) / (offline − best); the predictor's Spearman ρ.
+- ``odds K``: the victims the plan's reuse odds compare (`runtime.plan.reuse_odds`; 1: the
+  tuner kept the class-offset order as it is).
 
 Online cost of `planned`: the wall time its `after_request` spends stepping the ghosts
 (and the plan's own bookkeeping) per request, against the prefill time the latency model
@@ -111,6 +113,9 @@ def _task(item) -> dict:
             "margin_online_points": 100 * (scores["planned"] - scores[best_online]),
             "closure": (scores["planned"] - scores[best]) / gap if gap > 1e-9 else None,
             "spearman": rho, "switches": hedge["switches"],
+            # victims the reuse odds compare (1: the class-offset order as it is)
+            "reuse_odds_candidates": (fitted.plan.reuse_odds.candidates
+                                      if fitted.plan.reuse_odds is not None else 1),
             "leader_share": hedge["leader_share"],
             "cost_us_mean": float(cost_us.mean()), "cost_us_median": float(np.median(cost_us)),
             "cost_us_mean_untuned": float((cost_us.sum() - tuning_us) / len(cost_us)),
@@ -163,13 +168,14 @@ def _frac(f: float) -> str:
 def markdown(found: list[dict], skipped: list[str]) -> str:
     cols = (*BASELINES, "rules", "planned")
     head = ("| workload | capacity | " + " | ".join(cols) +
-            " | vs best (points) | vs best online | switches |")
+            " | vs best (points) | vs best online | switches | odds K |")
     lines = ["Held out (plan fitted on the first half, FLOP savings % of the second):", "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for r in found:
         cells = [r["workload"], _frac(r["fraction"])] + [f"{100 * r[c]:.1f}" for c in cols]
         cells += [f"{r['margin_points']:+.2f} ({r['best_baseline']})",
-                  f"{r['margin_online_points']:+.2f} ({r['best_online']})", str(r["switches"])]
+                  f"{r['margin_online_points']:+.2f} ({r['best_online']})", str(r["switches"]),
+                  str(r.get("reuse_odds_candidates", "—"))]      # rows saved before it: —
         lines.append("| " + " | ".join(cells) + " |")
     met = sum(r["margin_points"] >= -0.5 for r in found)
     met_online = sum(r["margin_online_points"] >= -0.5 for r in found)

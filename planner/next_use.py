@@ -136,10 +136,15 @@ def fit_predictor(passes: Passes, horizon_ms: float, min_count: int = 20) -> Nex
     return NextUsePredictor(levels=tuple(levels), prior=prior, horizon_ms=float(horizon_ms))
 
 
+def _span_ms(workload: Workload) -> float:
+    """The time from the first arrival to the last (at least 1 ms): the horizon of a fit."""
+    t = [r.arrival_ms for r in workload.requests]
+    return max(t[-1] - t[0], 1.0)
+
+
 def fit_on(workload: Workload, min_count: int = 20) -> NextUsePredictor:
     """A predictor fitted on every pass of `workload` (horizon: its time span)."""
-    t = [r.arrival_ms for r in workload.requests]
-    return fit_predictor(label_passes(workload), max(t[-1] - t[0], 1.0), min_count)
+    return fit_predictor(label_passes(workload), _span_ms(workload), min_count)
 
 
 def odds_edges(horizon_ms: float) -> tuple[float, ...]:
@@ -161,23 +166,22 @@ def fit_reuse_odds(passes: Passes, horizon_ms: float, candidates: int = 1,
     # [P, E] bool: did the pass wait longer than each edge (∞: never used again)
     waited = gaps[:, None] > np.asarray(edges)[None, :]
     levels = []
-    for k in range(len(FEATURES)):
+    for k in range(len(FEATURES) if len(gaps) else 0):
         keys, inv, counts = np.unique(passes.bins[:, :k + 1], axis=0, return_inverse=True,
                                       return_counts=True)
         inv = inv.reshape(-1)
         table = np.stack([np.bincount(inv, weights=waited[:, j], minlength=len(keys))
-                          for j in range(len(edges))], axis=1) if len(keys) else             np.zeros((0, len(edges)))
+                          for j in range(len(edges))], axis=1)
         levels.append({tuple(int(x) for x in key): tuple(int(round(v)) for v in row)
                        for key, row, c in zip(keys, table, counts) if c >= min_count})
-    prior = tuple(int(v) for v in waited.sum(axis=0)) if len(gaps) else (0,) * len(edges)
+    prior = tuple(int(v) for v in waited.sum(axis=0))
     return ReuseOdds(edges_ms=edges, prior=prior, levels=tuple(levels),
                      candidates=candidates, min_count=min_count)
 
 
 def reuse_odds_on(workload: Workload, candidates: int = 1) -> ReuseOdds:
     """`fit_reuse_odds` on every pass of `workload` (horizon: its time span)."""
-    t = [r.arrival_ms for r in workload.requests]
-    return fit_reuse_odds(label_passes(workload), max(t[-1] - t[0], 1.0), candidates)
+    return fit_reuse_odds(label_passes(workload), _span_ms(workload), candidates)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -87,9 +87,10 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
     log.info("offline schedule of %s: %s", workload.name, insights.to_dict())
     plan = initial_plan(insights, cost, workload, problem.capacity_bytes, chunk_tokens)
     if reuse_odds:
-        # tuned with a table of the first half only, so that the replay of the second half
+        # tuned with a table of the first half only, so that the replay's second half
         # scores it on passes it was not fitted to (a table fitted on the passes it is
-        # scored on knows their gaps); shipped refitted on the whole workload
+        # scored on knows their gaps); shipped refitted on the whole workload, so the
+        # tuned savings (and the provenance's) are those of the first-half table
         plan = dataclasses.replace(plan, reuse_odds=reuse_odds_on(workload.split()[0]))
     base = config or CacheConfig(capacity=capacity)
     config = dataclasses.replace(base, capacity=capacity,
@@ -102,7 +103,8 @@ def derive_plan(workload: Workload, cost: CostModel, capacity: Capacity,
         plan = dataclasses.replace(plan, reuse_odds=None if k <= 1 else   # not chosen
                                    reuse_odds_on(workload, candidates=k))
     if next_use:
-        with_predictor = dataclasses.replace(plan, next_use=fit_on(workload))
+        # a predictor's index replaces the class-offset order the odds refine
+        with_predictor = dataclasses.replace(plan, next_use=fit_on(workload), reuse_odds=None)
         savings = replay_savings(with_predictor, workload, cost, config)
         trials = (*trials, Trial("next_use", True, savings))
         if savings > best + 0.005:              # coordinate_search's margin

@@ -5,14 +5,13 @@ clone of the same contents, and following whichever expert is best on small work
 from __future__ import annotations
 
 import random
-import types
 
 import pytest
 
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.eviction import LeafLRU
 from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, held_in, \
-    held_in_reference, window_leaders_reference
+    held_in_reference, take_recency, window_leaders_reference
 from marconi.runtime.cache.policies import get_policy
 from marconi.runtime.cache.policies.base import Admission, Policy
 from marconi.runtime.cache.policies.hedged import Hedged
@@ -446,15 +445,15 @@ def test_held_in_matches_its_definition(workload, a, b, some):
 
 
 def test_a_warm_switch_evicts_first_what_the_new_leader_lacks():
-    """After `_warm_to` a ghost, the nodes the ghost holds carry its recency, the others
-    are older than all of them, and an LRU index evicts a held node only when no node the
-    ghost lacks is a candidate."""
+    """After `take_recency` from a ghost, the nodes the ghost holds carry its recency, the
+    others are older than all of them, and an LRU index evicts a held node only when no
+    node the ghost lacks is a candidate."""
     w = chat()
     run = _halfway("vllm-align", w, config(w, 0.1))
     ghost = _halfway("sglang", w, config(w, 0.05)).cache
     cache = run.cache
     held = held_in(cache, ghost)
-    Hedged._warm_to(types.SimpleNamespace(cache=cache), ghost)
+    take_recency(cache, ghost)
     nodes = [n for n in cache.nodes() if n is not cache.root]
     assert all(n.last_access == held[n.uid].last_access for n in nodes if n.uid in held)
     foreign = [n for n in nodes if n.uid not in held]
@@ -477,13 +476,24 @@ def test_a_warm_switch_evicts_first_what_the_new_leader_lacks():
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.2])
-def test_a_warm_switch_changes_nothing_before_the_first_switch(fraction):
+def test_a_warm_switch_takes_the_new_leaders_recency(fraction, monkeypatch):
+    """Each switch of a warm hedge hands the new leader's ghost to `take_recency`, before
+    the re-filing; before the first switch warm and cold are the same cache."""
+    import marconi.runtime.cache.policies.hedged as hedged
     w = chat()
     cfg = config(w, fraction)
     H = Hedged.with_params(experts=(Nothing, "sglang", "marconi"), window=8)
     cold, cold_policy = replay(H, w, cfg)
+    calls = []
+    monkeypatch.setattr(hedged, "take_recency", lambda cache, ghost: calls.append(
+        (cache, ghost)) or take_recency(cache, ghost))
     warm, warm_policy = replay(H.with_params(warm=True), w, cfg)
+    assert warm_policy.rule.switches > 0
+    assert len(calls) == warm_policy.rule.switches
+    leaders = warm_policy.leaders
+    switched_to = [leaders[i] for i in range(1, len(leaders)) if leaders[i] != leaders[i - 1]]
+    assert [g for _, g in calls] == [warm_policy.ghosts[k].cache for k in switched_to]
+    assert all(c is warm.cache for c, _ in calls)
     first = cold_policy.leaders.index(1)
     assert warm_policy.leaders[:first + 1] == cold_policy.leaders[:first + 1]
     assert warm.hits[:first] == cold.hits[:first]
-    assert sum(warm.hits) > 0

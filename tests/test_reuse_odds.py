@@ -5,6 +5,7 @@ scan of every candidate, K = 1 as the plain order, and the tuner's choice shippe
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from marconi.runtime.plan.plan_file import load_plan, plan_to_dict, write_plan
 from marconi.runtime.plan.reuse_odds import ReuseOdds
 from marconi.runtime.plan.rules import default_plan
 from marconi.runtime.sim.generators import ChatSpec, generate
+from marconi.runtime.sim.replay import Replay
 from marconi.runtime.sim.simulator import replay_policy
 
 
@@ -82,6 +84,22 @@ def test_round_trip_and_bad_tables():
     rising = dict(d, prior=list(range(len(t.edges_ms))))
     with pytest.raises(UserError, match="non-increasing"):
         ReuseOdds.from_dict(rising)
+    n = len(t.edges_ms)
+    for change, field in ((dict(prior=[True] + [0] * (n - 1)), r"reuse_odds.prior\[0\]"),
+                          (dict(prior=[5.9] + [0] * (n - 1)), r"reuse_odds.prior\[0\]"),
+                          (dict(prior=["5"] + [0] * (n - 1)), r"reuse_odds.prior\[0\]"),
+                          (dict(edges_ms="012"), "reuse_odds.edges_ms"),
+                          (dict(edges_ms=[0.0, math.inf]), r"reuse_odds.edges_ms\[1\]"),
+                          (dict(edges_ms=[0.0, math.nan]), r"reuse_odds.edges_ms\[1\]"),
+                          (dict(levels=5), "reuse_odds.levels"),
+                          (dict(levels=[[5]]), r"reuse_odds.levels\[0\]\[0\]"),
+                          (dict(levels=[[[0.7] + [0] * n]]),
+                           r"reuse_odds.levels\[0\]\[0\]\[0\]"),
+                          (dict(levels=[[[0] + [0] * n, [0] + [0] * n]]), "listed twice")):
+        with pytest.raises(UserError, match=field):
+            ReuseOdds.from_dict({**d, **change})
+    with pytest.raises(UserError, match="edges_ms"):
+        ReuseOdds(edges_ms=(0.0, 5.0, 5.0), prior=(0, 0, 0), levels=())
 
 
 def _chat():
@@ -105,6 +123,8 @@ def test_plan_file_carries_the_table(tmp_path):
     assert load_plan(tmp_path / "runtime.yaml", cost) == plan
     old = dataclasses.replace(plan, reuse_odds=None)          # files without one still load
     assert "reuse_odds" not in plan_to_dict(old)
+    write_plan(old, tmp_path / "old.yaml")
+    assert load_plan(tmp_path / "old.yaml", cost).reuse_odds is None
     text = (tmp_path / "runtime.yaml").read_text().replace("candidates: 8", "candidates: -3")
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(PlanError, match="reuse_odds.candidates"):
@@ -129,18 +149,22 @@ def test_the_refined_order_matches_its_reference_scan(candidates, fraction):
     tokens = sum(r.input_tokens + r.output_tokens for r in w.requests)
     config = CacheConfig(capacity=Capacity.shared(int(tokens * fraction)))
     plan = _plan(cost, w, candidates)
-    fast = replay_policy(_with_index(plan, False), w, cost, config)
-    slow = replay_policy(_with_index(plan, True), w, cost, config)
-    plain = replay_policy(Planned.with_plan(dataclasses.replace(plan, reuse_odds=None)), w,
-                          cost, config)
-    assert fast.evictions > 0
-    assert (fast.hit_tokens, fast.evictions, fast.checkpoints_evicted) == \
-        (slow.hit_tokens, slow.evictions, slow.checkpoints_evicted)
+    runs = {}
+    plain = Planned.with_plan(dataclasses.replace(plan, reuse_odds=None))
+    for name, cls in (("fast", _with_index(plan, False)), ("slow", _with_index(plan, True)),
+                      ("plain", plain)):
+        run = Replay(w, cost, cls(cost, config, w))
+        run.run()
+        run.cache.check()
+        runs[name] = (list(run.hits), run.cache.evictions)
+    assert runs["fast"][1] > 0
+    assert runs["fast"] == runs["slow"]              # the same hit on every request
     if candidates == 64:
-        assert (fast.hit_tokens, fast.evictions) != (plain.hit_tokens, plain.evictions)
+        assert runs["fast"] != runs["plain"]
 
 
 def test_one_candidate_is_the_plain_order():
+    """K = 1 goes through the refinement (the table is there) and picks the order's first."""
     w = _chat()
     cost = toy_cost(kv_per_token=1, state=40)
     tokens = sum(r.input_tokens + r.output_tokens for r in w.requests)

@@ -17,7 +17,7 @@ real cache holds, never the new leader's ghost contents).
 
 `held_in` says which nodes of one tree another holds too (the same ids, and a state where
 the first has one); `held_in_reference` is its definition by every prefix of the other
-tree. The hedged policy uses it for a warm switch (`Hedged._warm_to`).
+tree; `take_recency` uses it for the hedged policy's warm switch.
 
 `WindowLeader` is the selection rule: follow the expert with the most FLOPs saved over the
 last `window` requests, switching only when a challenger beats the leader there by more
@@ -182,6 +182,31 @@ def held_in_reference(cache: PrefixTree, other: PrefixTree) -> dict[int, Node]:
         if g is not None and (not node.ckpt or (g.depth == node.depth and g.ckpt)):
             out[node.uid] = g
     return out
+
+
+def take_recency(cache: PrefixTree, ghost: PrefixTree) -> None:
+    """Give `cache` the recency of `ghost` (before an index re-files every node): a node the
+    ghost holds too (`held_in`) gets the last access (and state access) of the ghost's
+    node there; the others keep their order among themselves but move before the oldest
+    time a held node carries, so a recency order ranks them first. (Class offsets or
+    Marconi's efficiency term may still rank a held node before them.)"""
+    held = held_in(cache, ghost)
+    nodes = [n for n in cache.nodes() if n is not cache.root]
+    for n in nodes:
+        g = held.get(n.uid)
+        if g is not None:
+            n.last_access = g.last_access
+            if n.ckpt:
+                n.state_access = g.state_access
+    kept = [min(n.last_access, n.state_access) for n in nodes if n.uid in held]
+    rest = [max(n.last_access, n.state_access) for n in nodes if n.uid not in held]
+    if not kept or not rest:
+        return
+    shift = max(0.0, max(rest) - min(kept) + 1.0)   # just below the oldest held time
+    for n in nodes:
+        if n.uid not in held:
+            n.last_access -= shift
+            n.state_access -= shift
 
 
 class WindowLeader:

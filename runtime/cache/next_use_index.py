@@ -85,19 +85,28 @@ class NextUseIndex(HeapIndex):
 class PassHistory:
     """Each node's passes, by uid: [first pass, earlier passes, last pass, last gap | None]
     (ms). A pass is an update at which the node's `last_access` moved (a request touched
-    it); the first update of a node is its first pass."""
+    it); with `now`, only a move to `now` counts (a merge that raises a node's recency to
+    its parent's is no pass). The first update of a node is its first pass. A split's new
+    upper node starts a history of its own."""
 
     def __init__(self):
         self._hist: dict[int, list] = {}
 
-    def note(self, node: Node) -> list:
+    def note(self, node: Node, now: float | None = None) -> list:
         h = self._hist.get(node.uid)
         if h is None:
             h = self._hist[node.uid] = [node.last_access, 0, node.last_access, None]
-        elif node.last_access > h[2]:
+        elif node.last_access > h[2] and (now is None or node.last_access == now):
             h[1] += 1
             h[3] = node.last_access - h[2]
             h[2] = node.last_access
+        return h
+
+    def get(self, node: Node) -> list:
+        """The node's history (begun now if it has none), without noting a pass."""
+        h = self._hist.get(node.uid)
+        if h is None:
+            h = self._hist[node.uid] = [node.last_access, 0, node.last_access, None]
         return h
 
     def bins(self, node: Node, h: list) -> tuple[int, int, int, int]:

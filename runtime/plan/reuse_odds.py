@@ -77,6 +77,13 @@ class ReuseOdds:
                 "levels": [[[*key, *counts] for key, counts in sorted(level.items())]
                            for level in self.levels]}
 
+    def __post_init__(self):
+        edges = self.edges_ms
+        if len(edges) < 2 or edges[0] != 0.0 or any(
+                not (b > a) or not math.isfinite(b) for a, b in zip(edges, edges[1:])):
+            raise UserError("reuse_odds.edges_ms", "expected 0 then increasing finite times "
+                            f"(ms), at least two; got {list(edges)!r}")
+
     @classmethod
     def from_dict(cls, d: Any, where: str = "reuse_odds") -> ReuseOdds:
         if not isinstance(d, dict):
@@ -85,45 +92,68 @@ class ReuseOdds:
                                    "prior", "levels"})
         if unknown:
             raise UserError(f"{where}.{unknown[0]}", "unknown field")
-        if d.get("features") != list(FEATURES):
+        missing = sorted({"features", "edges_ms", "prior", "levels"} - set(d))
+        if missing:
+            raise UserError(where, f"missing field {missing[0]!r}")
+        if d["features"] != list(FEATURES):
             raise UserError(f"{where}.features", f"expected {list(FEATURES)}, got "
-                            f"{d.get('features')!r}")
-        try:
-            edges = tuple(float(x) for x in d["edges_ms"])
-            if len(edges) < 2 or edges[0] != 0.0 or any(
-                    not (b > a) or not math.isfinite(b) for a, b in zip(edges, edges[1:])):
-                raise UserError(f"{where}.edges_ms", "expected 0 then increasing finite "
-                                f"times (ms), at least two; got {list(edges)!r}")
-            n = len(edges)
+                            f"{d['features']!r}")
+        edges = tuple(_number(x, f"{where}.edges_ms[{j}]")
+                      for j, x in enumerate(_list(d["edges_ms"], f"{where}.edges_ms")))
+        if len(edges) < 2 or edges[0] != 0.0 or any(
+                not (b > a) for a, b in zip(edges, edges[1:])):
+            raise UserError(f"{where}.edges_ms", "expected 0 then increasing finite times "
+                            f"(ms), at least two; got {list(edges)!r}")
+        n = len(edges)
 
-            def counts(row, field):
-                vals = tuple(int(x) for x in row)
-                if len(vals) != n or any(v < 0 for v in vals) or any(
-                        b > a for a, b in zip(vals, vals[1:])):
-                    raise UserError(field, f"expected {n} non-increasing counts ≥ 0 (one "
-                                    f"per edge), got {list(row)!r}")
-                return vals
+        def counts(row, field):
+            vals = tuple(_integer(x, f"{field}[{j}]", 0) for j, x in enumerate(row))
+            if len(vals) != n or any(b > a for a, b in zip(vals, vals[1:])):
+                raise UserError(field, f"expected {n} non-increasing counts ≥ 0 (one per "
+                                f"edge), got {list(row)!r}")
+            return vals
 
-            levels = []
-            for k, rows in enumerate(d["levels"]):
-                if k >= len(FEATURES):
-                    raise UserError(f"{where}.levels", f"at most {len(FEATURES)} levels")
-                level = {}
-                for i, row in enumerate(rows):
-                    field = f"{where}.levels[{k}][{i}]"
-                    if len(row) != k + 1 + n:
-                        raise UserError(field, f"expected {k + 1} bins then {n} counts, "
-                                        f"got {len(row)} numbers")
-                    level[tuple(int(x) for x in row[:k + 1])] = counts(row[k + 1:], field)
-                levels.append(level)
-            candidates = d.get("candidates", 1)
-            min_count = d.get("min_count", 10)
-            for name, v in (("candidates", candidates), ("min_count", min_count)):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise UserError(f"{where}.{name}", f"expected an integer ≥ 1, got {v!r}")
-            return cls(edges_ms=edges, prior=counts(d["prior"], f"{where}.prior"),
-                       levels=tuple(levels), candidates=candidates, min_count=min_count)
-        except KeyError as e:
-            raise UserError(where, f"missing field {e.args[0]!r}") from e
-        except (TypeError, ValueError) as e:
-            raise UserError(where, f"expected numbers: {e}") from e
+        levels = []
+        rows_of = _list(d["levels"], f"{where}.levels")
+        if len(rows_of) > len(FEATURES):
+            raise UserError(f"{where}.levels", f"at most {len(FEATURES)} levels, got "
+                            f"{len(rows_of)}")
+        for k, rows in enumerate(rows_of):
+            level = {}
+            for i, row in enumerate(_list(rows, f"{where}.levels[{k}]")):
+                field = f"{where}.levels[{k}][{i}]"
+                row = _list(row, field)
+                if len(row) != k + 1 + n:
+                    raise UserError(field, f"expected {k + 1} bins then {n} counts, got "
+                                    f"{len(row)} numbers")
+                key = tuple(_integer(x, f"{field}[{j}]", -1) for j, x in
+                            enumerate(row[:k + 1]))
+                if key in level:
+                    raise UserError(field, f"bins {list(key)} listed twice")
+                level[key] = counts(row[k + 1:], field)
+            levels.append(level)
+        return cls(edges_ms=edges,
+                   prior=counts(_list(d["prior"], f"{where}.prior"), f"{where}.prior"),
+                   levels=tuple(levels),
+                   candidates=_integer(d.get("candidates", 1), f"{where}.candidates", 1),
+                   min_count=_integer(d.get("min_count", 10), f"{where}.min_count", 1))
+
+
+def _list(x: Any, field: str) -> list:
+    if not isinstance(x, (list, tuple)):
+        raise UserError(field, f"expected a list, got {x!r}")
+    return list(x)
+
+
+def _integer(x: Any, field: str, lo: int) -> int:
+    """`x` if it is an integer ≥ `lo` (not a bool, a string or a fraction)."""
+    if isinstance(x, bool) or not isinstance(x, int) or x < lo:
+        raise UserError(field, f"expected an integer ≥ {lo}, got {x!r}")
+    return x
+
+
+def _number(x: Any, field: str) -> float:
+    """`x` as a float if it is a finite number (not a bool or a string)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise UserError(field, f"expected a finite number, got {x!r}")
+    return float(x)

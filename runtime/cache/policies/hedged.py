@@ -14,9 +14,9 @@ Following the leader means, for the real cache (whose FLOP savings are the ones 
 - eviction: the leader's index; on a switch the nodes the real cache holds are filed again
   into a fresh index of the new leader (`ghost.SwitchIndex.switch`). The contents stay the
   previous leader's (a ghost has no tensors to copy), but with `warm` the switch first
-  takes the new leader's view of them (`Hedged._warm_to`): a node its ghost holds too gets
-  the ghost's recency, and every other node is made older than all of those, so the
-  new leader's order evicts first what it would not have kept;
+  takes the new leader's view of them (`ghost.take_recency`): a node its ghost holds too
+  gets the ghost's recency, and every other node is made older than all of those, so the
+  new leader's recency ranks first what it would not have kept (measured: no gain);
 - KV past the last state (`vllm-align` keeps it): dropped on a switch to a leader that
   keeps none (`Hedged._drop_kv_tails`), whose index would not free it;
 - recency: the leader's. The real cache refreshes as HIT (only the consumed node); under a
@@ -43,13 +43,13 @@ import math
 import time
 from typing import ClassVar
 
-from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, held_in
+from marconi.runtime.cache.ghost import Ghost, SwitchIndex, WindowLeader, take_recency
 from marconi.runtime.cache.policies import get_policy, register
 from marconi.runtime.cache.policies.base import Policy
 from marconi.runtime.cache.policies.marconi import Marconi
 from marconi.runtime.cache.policies.planned import Planned
 from marconi.runtime.cache.prefix_cache import PrefixCache
-from marconi.runtime.cache.tree import REMOVE, PrefixTree, Refresh
+from marconi.runtime.cache.tree import REMOVE, Refresh
 from marconi.runtime.seq import make_seq
 from marconi.errors import UserError
 
@@ -107,7 +107,7 @@ class Hedged(Policy):
     # a challenger's window lead must be this many standard errors (0: no test;
     # `WindowLeader`)
     z: ClassVar[float] = 0.0
-    # a switch gives the real cache the new leader's recency (`_warm_to`)
+    # a switch gives the real cache the new leader's recency (`ghost.take_recency`)
     warm: ClassVar[bool] = False
 
     def __init__(self, cost, config, workload):
@@ -224,7 +224,7 @@ class Hedged(Policy):
             if not self.real[new].kv_only_leaves:
                 self._drop_kv_tails()
             if self.warm:
-                self._warm_to(self.ghosts[new].cache)
+                take_recency(self.cache, self.ghosts[new].cache)
             self.index.switch(self.real[new].make_index())
         self._sync_tuned()
         # what following costs per request: the ghosts, the choice, a switch's re-filing
@@ -238,29 +238,6 @@ class Hedged(Policy):
         for node in [n for n in cache.nodes() if not n.children and not n.ckpt]:
             if node is not cache.root and node.alive and not node.lock_ref:
                 cache.evict_node(node, REMOVE)
-
-    def _warm_to(self, ghost: PrefixTree) -> None:
-        """Take the recency of the new leader's ghost (before the index re-files every
-        node): a node the ghost holds too (`ghost.held_in`: its path, and its state where it
-        has one) gets the last access (and state access) of the ghost's node there; every
-        other node keeps its order among those but is moved before the oldest time any node
-        carries, so the new leader evicts them first, as its own cache would not hold
-        them."""
-        cache = self.cache
-        held = held_in(cache, ghost)
-        nodes = [n for n in cache.nodes() if n is not cache.root]
-        for n in nodes:
-            g = held.get(n.uid)
-            if g is not None:
-                n.last_access = g.last_access
-                if n.ckpt:
-                    n.state_access = g.state_access
-        oldest = min((min(n.last_access, n.state_access) for n in nodes), default=0.0)
-        shift = cache.clock.now - oldest + 1.0
-        for n in nodes:
-            if n.uid not in held:
-                n.last_access -= shift
-                n.state_access -= shift
 
     def _sync_tuned(self) -> None:
         """What an expert learns online, it learns in its ghost: a real-side Marconi runs

@@ -7,6 +7,7 @@ from typing import ClassVar, Protocol
 
 from marconi.passes.cost_model import CostModel
 from marconi.runtime.plan.seen import SeenPrefixes
+from marconi.runtime.plan.reuse_odds import ReuseOdds
 from marconi.runtime.plan.rules import Plan, ReuseClass, default_plan
 from marconi.runtime.capacity import Capacity
 from marconi.runtime.cache.policies import register
@@ -15,7 +16,7 @@ from marconi.runtime.cache.eviction import HeapIndex
 from marconi.runtime.cache.next_use_index import NextUseIndex, PassHistory, \
     PredictedNextUse
 from marconi.runtime.cache.policies.marconi import flop_efficiency
-from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Refresh
+from marconi.runtime.cache.tree import DROP_STATE, REMOVE, Node, Refresh
 from marconi.runtime.workload import Workload
 
 # when one depth qualifies for several classes, the first listed wins
@@ -91,6 +92,9 @@ class Planned(Policy):
         self.pending: dict[int, ReuseClass] = {}   # depth → class of this request's states
         self.next_request = 0
         self.efficiency = flop_efficiency(cost)
+        # every node's passes, for the reuse odds (kept here, not in an index: an index is
+        # made again on a hedge's switch, and the odds may come with a later online plan)
+        self.history = PassHistory()
 
     @classmethod
     def with_plan(cls, plan: Plan) -> type[Planned]:
@@ -243,11 +247,12 @@ class ClassOffsetLRU(HeapIndex):
     leaf victim is `REMOVE`d, a single-child one loses its state (`DROP_STATE`). The heap
     plumbing (stamps, compaction, locked tops) is `HeapIndex`'s.
 
-    With the rules' reuse odds (`Plan.reuse_odds`, K = its ``candidates`` > 1) the order
-    is refined: of the K first unlocked candidates of that order, the victim is the one
+    With the rules' reuse odds (`Plan.reuse_odds`, K = its ``candidates``) the order is
+    refined: of the K first unlocked candidates of that order, the victim is the one
     least likely to be used within the K's LRU age (now − their oldest last access) given
-    how long it has waited since its last pass (`ReuseOdds.odds` of its `PassHistory`);
-    ties keep the order. ``reference=True`` takes the K first from a scan of every filed
+    how long it has waited since its last pass (`ReuseOdds.odds` of the policy's
+    `PassHistory`, noted at every update); ties keep the order (K = 1: the order itself).
+    ``reference=True`` takes the K first from a scan of every filed
     candidate instead of the heap (the slow definition, for tests).
     """
 
@@ -257,7 +262,6 @@ class ClassOffsetLRU(HeapIndex):
         self.reference = reference
         self._heap: list = []
         self._filed: dict[int, tuple] = {}     # reference: uid → its live entry
-        self.history = PassHistory()           # with reuse odds only
 
     def _heaps(self):
         return (self._heap,)
@@ -266,11 +270,10 @@ class ClassOffsetLRU(HeapIndex):
         node.stamp += 1
         cand = node.alive and ((node.ckpt and len(node.children) <= 1) or not node.children)
         self._count(node, cand, self._heap)
-        if self._odds() is not None:
-            if node.alive:
-                self.history.note(node)
-            else:
-                self.history.forget(node)
+        if node.alive:
+            self.policy.history.note(node, self.cache.clock.now)
+        else:
+            self.policy.history.forget(node)
         if cand:
             key = node.last_access + self.policy.offset(node)
             entry = (key, node.uid, node.stamp, node)
@@ -303,9 +306,8 @@ class ClassOffsetLRU(HeapIndex):
             self._count(node, False, self._heap)
             self.update(node)
 
-    def _odds(self):
-        odds = self.policy.rules.reuse_odds
-        return odds if odds is not None and odds.candidates > 1 else None
+    def _odds(self) -> ReuseOdds | None:
+        return self.policy.rules.reuse_odds
 
     def _first(self, k: int) -> list[tuple]:
         """The k first live unlocked entries of the heap (left in it)."""
@@ -322,14 +324,14 @@ class ClassOffsetLRU(HeapIndex):
         live = [e for e in self._filed.values() if e[-1].alive and not e[-1].lock_ref]
         return sorted(live, key=lambda e: e[:2])[:k]
 
-    def _least_likely(self, first: list[tuple], odds) -> object:
+    def _least_likely(self, first: list[tuple], odds: ReuseOdds) -> Node:
         now = self.cache.clock.now
         within = now - min(e[-1].last_access for e in first)
-        hist = self.history
+        hist = self.policy.history
 
         def key(e):
             node = e[-1]
-            h = hist.note(node)
+            h = hist.get(node)
             return odds.odds(hist.bins(node, h), now - h[2], within), e[0], e[1]
 
         return min(first, key=key)[-1]
