@@ -202,3 +202,7 @@ def test_main_job_text_states_the_window(trace, tmp_path, capsys):
     assert rc == 0
     assert ("Warm-up: the first 10 of 40 requests (25 %) filled the cache and are not "
             "counted; figures cover the last 30.") in out
+    odds = load_plan(tmp_path / "r.yaml").reuse_odds
+    assert ("refined by reuse odds" in out) == (odds is not None)
+    if odds is not None:
+        assert f"among its first {odds.candidates} victims" in out

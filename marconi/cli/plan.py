@@ -220,6 +220,9 @@ def _text(job, cost, workload, output, readers) -> str:
               f"  fresh requests (< {100 * adm.fresh_threshold:.0f} % seen before): "
               + ("admitted" if adm.admit_fresh else "not checkpointed"),
               f"  eviction: class-offset LRU, offsets {offsets or 'none (plain LRU)'}",
+              *([f"  eviction refined by reuse odds among its first "
+                 f"{plan.reuse_odds.candidates} victims"] if plan.reuse_odds is not None
+                else []),
               f"  memory: {plan.memory.pools} pool"
               + (f", {100 * plan.memory.state_fraction:.0f} % for states"
                  if plan.memory.pools == 'split' else ""),
