@@ -93,10 +93,8 @@ class PassHistory:
         self._hist: dict[int, list] = {}
 
     def note(self, node: Node, now: float | None = None) -> list:
-        h = self._hist.get(node.uid)
-        if h is None:
-            h = self._hist[node.uid] = [node.last_access, 0, node.last_access, None]
-        elif node.last_access > h[2] and (now is None or node.last_access == now):
+        h = self.get(node)
+        if node.last_access > h[2] and (now is None or node.last_access == now):
             h[1] += 1
             h[3] = node.last_access - h[2]
             h[2] = node.last_access

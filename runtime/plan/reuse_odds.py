@@ -78,11 +78,7 @@ class ReuseOdds:
                            for level in self.levels]}
 
     def __post_init__(self):
-        edges = self.edges_ms
-        if len(edges) < 2 or edges[0] != 0.0 or any(
-                not (b > a) or not math.isfinite(b) for a, b in zip(edges, edges[1:])):
-            raise UserError("reuse_odds.edges_ms", "expected 0 then increasing finite times "
-                            f"(ms), at least two; got {list(edges)!r}")
+        _check_edges(self.edges_ms, "reuse_odds.edges_ms")
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "reuse_odds") -> ReuseOdds:
@@ -100,10 +96,7 @@ class ReuseOdds:
                             f"{d['features']!r}")
         edges = tuple(_number(x, f"{where}.edges_ms[{j}]")
                       for j, x in enumerate(_list(d["edges_ms"], f"{where}.edges_ms")))
-        if len(edges) < 2 or edges[0] != 0.0 or any(
-                not (b > a) for a, b in zip(edges, edges[1:])):
-            raise UserError(f"{where}.edges_ms", "expected 0 then increasing finite times "
-                            f"(ms), at least two; got {list(edges)!r}")
+        _check_edges(edges, f"{where}.edges_ms")      # before the counts are sized by it
         n = len(edges)
 
         def counts(row, field):
@@ -137,6 +130,13 @@ class ReuseOdds:
                    levels=tuple(levels),
                    candidates=_integer(d.get("candidates", 1), f"{where}.candidates", 1),
                    min_count=_integer(d.get("min_count", 10), f"{where}.min_count", 1))
+
+
+def _check_edges(edges: tuple[float, ...], field: str) -> None:
+    if len(edges) < 2 or edges[0] != 0.0 or any(
+            not (b > a) or not math.isfinite(b) for a, b in zip(edges, edges[1:])):
+        raise UserError(field, "expected 0 then increasing finite times (ms), at least two; "
+                        f"got {list(edges)!r}")
 
 
 def _list(x: Any, field: str) -> list:

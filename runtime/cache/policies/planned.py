@@ -93,8 +93,10 @@ class Planned(Policy):
         self.next_request = 0
         self.efficiency = flop_efficiency(cost)
         # every node's passes, for the reuse odds (kept here, not in an index: an index is
-        # made again on a hedge's switch, and the odds may come with a later online plan)
+        # made again on a hedge's switch); kept only where odds are or may come (a later
+        # online plan may bring them; a bound plan's never change)
         self.history = PassHistory()
+        self.keeps_passes = self.plan is None or self.plan.reuse_odds is not None
 
     @classmethod
     def with_plan(cls, plan: Plan) -> type[Planned]:
@@ -270,10 +272,11 @@ class ClassOffsetLRU(HeapIndex):
         node.stamp += 1
         cand = node.alive and ((node.ckpt and len(node.children) <= 1) or not node.children)
         self._count(node, cand, self._heap)
-        if node.alive:
-            self.policy.history.note(node, self.cache.clock.now)
-        else:
-            self.policy.history.forget(node)
+        if self.policy.keeps_passes:
+            if node.alive:
+                self.policy.history.note(node, self.cache.clock.now)
+            else:
+                self.policy.history.forget(node)
         if cand:
             key = node.last_access + self.policy.offset(node)
             entry = (key, node.uid, node.stamp, node)
